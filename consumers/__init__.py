@@ -1,0 +1,1 @@
+"""Long-running consumers of the XCom topic (run as processes)."""

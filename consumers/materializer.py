@@ -1,0 +1,63 @@
+"""The materializer process: ``python -m consumers.materializer`` or ``xcombus materialize``.
+
+Folds the XCom topic into the SQLite view until SIGTERM or SIGINT; then it finishes the
+batch in hand, commits it and exits 0. Exit codes: 0 stopped cleanly, 1 failed (the
+message says why), 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from xcombus.errors import XComBusError, XComConfigError
+from xcombus.materialize import Materializer
+from xcombus.settings import Settings
+
+log = logging.getLogger("xcombus.materializer")
+
+
+async def run(settings: Settings) -> None:
+    """Run one materializer until a stop signal arrives."""
+    materializer = Materializer(settings)
+    await materializer.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, materializer.stop)
+    log.info("materializing topic %r into %s (group %s)", settings.topic,
+             materializer.writer.path, settings.effective_group_id)
+    try:
+        await materializer.run()
+    finally:
+        await materializer.aclose()
+        log.info("stopped after %d events (%d dead letters); offsets %s",
+                 materializer.events_applied, materializer.dead_letters,
+                 dict(sorted(materializer.applied.items())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consumers.materializer",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--view", help="view file (default: XCOMBUS_VIEW_PATH or xcombus.db)")
+    parser.add_argument("--topic", help="topic (default: XCOMBUS_TOPIC or xcombus.xcom)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(view_path=args.view, topic=args.topic)
+        asyncio.run(run(settings))
+    except XComConfigError as exc:
+        print(f"xcombus materialize: {exc}", file=sys.stderr)
+        return 2
+    except XComBusError as exc:
+        print(f"xcombus materialize: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

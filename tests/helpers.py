@@ -1,0 +1,31 @@
+"""Helpers shared by tests: child-process environments and small async utilities."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from xcombus import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings."""
+    env = dict(os.environ)
+    for name in ("bootstrap_servers", "topic", "view_path", "partitions", "connect_timeout",
+                 "push_timeout", "pull_timeout", "xcom_backend"):
+        env[f"XCOMBUS_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+def cli(*args: str, settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m xcombus ARGS`` in a child process with the test's settings."""
+    return subprocess.run([sys.executable, "-m", "xcombus", *args], capture_output=True, text=True,
+                          timeout=timeout, env=settings_env(settings), stdin=subprocess.DEVNULL)
+
+
+def start_materializer(settings: Settings) -> subprocess.Popen[str]:
+    """Start ``python -m consumers.materializer`` as a separate process."""
+    return subprocess.Popen([sys.executable, "-m", "consumers.materializer", "--log-level", "INFO"],
+                            env=settings_env(settings), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

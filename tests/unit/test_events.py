@@ -1,0 +1,98 @@
+"""The event schema and the task-instance key codec (no broker needed)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xcombus.errors import XComIdentifierError
+from xcombus.events import (
+    SCHEMA_VERSION,
+    Clear,
+    EventDecodeError,
+    Push,
+    TaskInstanceKey,
+    decode_event,
+    decode_ti_key,
+    encode_event,
+    partition_for,
+    validate_key,
+)
+
+
+def test_ti_key_is_stable_compact_json() -> None:
+    key = TaskInstanceKey("dag", "manual__2026-01-01T00:00:00+00:00", "task", 3)
+    assert key.encode() == b'["dag","manual__2026-01-01T00:00:00+00:00","task",3]'
+    assert decode_ti_key(key.encode()) == key
+
+
+def test_partition_matches_kafka_default_partitioner() -> None:
+    # Values computed by Kafka's Java murmur2 (Utils.toPositive(Utils.murmur2(key)) % n);
+    # the same vectors are in kafka-clients' UtilsTest.
+    from aiokafka.partitioner import murmur2
+
+    # aiokafka returns the 32-bit hash unsigned; Java's int is the same bits signed.
+    assert murmur2(b"21") == -973932308 & 0xFFFFFFFF
+    assert murmur2(b"foobar") == -790332482 & 0xFFFFFFFF
+    assert partition_for(b"foobar", 7) == (-790332482 & 0x7FFFFFFF) % 7
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "run_id", "task_id", "map_index"),
+    [("", "r", "t", -1), ("d/..", "r", "t", -1), ("d", "r;drop", "t", -1), ("d", "r", "t t", -1),
+     ("d", "r", "t", -2), ("d", "r", "t", True), ("d" * 251, "r", "t", -1), ("d", "r\n", "t", -1)],
+)
+def test_invalid_ids_are_refused(dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+    with pytest.raises(XComIdentifierError):
+        TaskInstanceKey(dag_id, run_id, task_id, map_index).validated()
+
+
+@pytest.mark.parametrize("key", ["", "a\nb", "x" * 513, 5, None])
+def test_invalid_xcom_keys_are_refused(key: object) -> None:
+    with pytest.raises(XComIdentifierError):
+        validate_key(key)
+
+
+def test_push_and_clear_round_trip() -> None:
+    push = Push(schema=SCHEMA_VERSION, key="k", value=b"\x00\x01", codec="c", ts=5,
+                producer="p", logical_date=7, try_number=2)
+    clear = Clear(schema=SCHEMA_VERSION, ts=6, producer="p")
+    assert decode_event(encode_event(push)) == push
+    assert decode_event(encode_event(clear)) == clear
+
+
+def test_schema_version_is_carried_explicitly() -> None:
+    raw = msgspec.msgpack.decode(encode_event(Clear(schema=1, ts=1, producer="p")))
+    assert raw["schema"] == 1 and raw["kind"] == "clear"
+
+
+def test_future_schema_version_is_refused_not_misread() -> None:
+    future = msgspec.msgpack.encode({"kind": "push", "schema": SCHEMA_VERSION + 1, "key": "k",
+                                     "value": b"1", "codec": "c", "ts": 1, "producer": "p",
+                                     "new_field": "x"})
+    with pytest.raises(EventDecodeError, match="schema version"):
+        decode_event(future)
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"\xc1", b"garbage", msgspec.msgpack.encode({"kind": "rename"}),
+                                 msgspec.msgpack.encode({"kind": "push", "schema": 1}), b'{"kind":"push"}'])
+def test_malformed_events_raise_decode_error(raw: bytes | None) -> None:
+    with pytest.raises(EventDecodeError):
+        decode_event(raw)
+
+
+@pytest.mark.parametrize("raw", [None, b"garbage", b'["d","r","t"]', b'["d","r","t","x"]',
+                                 b'["d","r/../x","t",-1]', b'["d","r","t",-1,5]'])
+def test_bad_message_keys_raise_decode_error(raw: bytes | None) -> None:
+    with pytest.raises(EventDecodeError):
+        decode_ti_key(raw)
+
+
+@given(st.binary(max_size=300))
+def test_decoder_never_raises_anything_but_its_own_error(raw: bytes) -> None:
+    with contextlib.suppress(EventDecodeError):
+        decode_event(raw)

@@ -1,0 +1,60 @@
+"""xcombus: Airflow-style XComs on a Kafka event bus, materialized into SQLite.
+
+    async with XComBus() as bus:
+        ti = bus.task_instance("my_dag", "manual__2026-01-01", "extract")
+        await ti.xcom_push("return_value", {"rows": 42})
+        value = await ti.xcom_pull(task_ids="extract")
+
+Data flows one way: task -> producer -> topic -> materializer -> SQLite view -> pull.
+"""
+
+from .backends import BaseXCom, MsgspecXCom, resolve_backend
+from .bus import NOTSET, TaskInstance, XComBus
+from .errors import (
+    XComBrokerError,
+    XComBusError,
+    XComClosedError,
+    XComConfigError,
+    XComIdentifierError,
+    XComNotFoundError,
+    XComPublishError,
+    XComSerializationError,
+    XComTimeoutError,
+    XComValueTooLargeError,
+    XComViewError,
+    XComViewLockedError,
+)
+from .events import TaskInstanceKey
+from .materialize import Materializer
+from .records import Receipt, XComRecord
+from .settings import Settings
+from .view import ViewReader
+
+__all__ = [
+    "NOTSET",
+    "BaseXCom",
+    "Materializer",
+    "MsgspecXCom",
+    "Receipt",
+    "Settings",
+    "TaskInstance",
+    "TaskInstanceKey",
+    "ViewReader",
+    "XComBrokerError",
+    "XComBus",
+    "XComBusError",
+    "XComClosedError",
+    "XComConfigError",
+    "XComIdentifierError",
+    "XComNotFoundError",
+    "XComPublishError",
+    "XComRecord",
+    "XComSerializationError",
+    "XComTimeoutError",
+    "XComValueTooLargeError",
+    "XComViewError",
+    "XComViewLockedError",
+    "resolve_backend",
+]
+
+__version__ = "0.1.0"

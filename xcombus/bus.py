@@ -1,0 +1,335 @@
+"""XComBus: push through Kafka, pull from the view, with read-your-writes.
+
+``XComBus`` owns the publisher (and, with ``materialize=True``, an in-process
+materializer); ``bus.task_instance(...)`` returns the handle a task uses, with Airflow's
+``xcom_push`` / ``xcom_pull``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .backends import BaseXCom, resolve_backend
+from .errors import (
+    XComClosedError,
+    XComIdentifierError,
+    XComSerializationError,
+    XComTimeoutError,
+    XComValueTooLargeError,
+    XComViewError,
+)
+from .events import (
+    RETURN_VALUE_KEY,
+    SCHEMA_VERSION,
+    Clear,
+    Push,
+    TaskInstanceKey,
+    encode_event,
+    now_us,
+    partition_for,
+    validate_key,
+)
+from .materialize import Materializer
+from .producer import Publisher
+from .records import Receipt, XComRecord
+from .settings import Consistency, Settings
+from .topic import ensure_topic
+from .view import ViewReader
+from .watermarks import EndOffsets
+
+__all__ = ["NOTSET", "TaskInstance", "XComBus"]
+
+
+class _NotSet:
+    def __repr__(self) -> str:
+        return "NOTSET"
+
+
+#: Marks ``map_indexes`` as not given (Airflow's ``NOTSET``).
+NOTSET: Final = _NotSet()
+
+_POLL_MIN, _POLL_MAX = 0.0005, 0.02
+
+
+def _to_us(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise XComIdentifierError("logical_date must be timezone-aware (e.g. UTC)")
+    return int(value.astimezone(UTC).timestamp() * 1_000_000)
+
+
+class XComBus:
+    """The entry point: ``async with XComBus() as bus: ti = bus.task_instance(...)``.
+
+    Settings come from ``XCOMBUS_*`` variables, overridden by ``settings`` or keyword
+    arguments. ``materialize=True`` runs the materializer inside this process, so a
+    single script needs no separate consumer.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, materialize: bool = False,
+                 **overrides: Any) -> None:
+        base = settings or Settings.from_env()
+        self.settings = base.replace(**overrides) if overrides else base
+        self.backend: type[BaseXCom] = resolve_backend(self.settings.xcom_backend)
+        self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._materialize = materialize
+        self._materializer: Materializer | None = None
+        self._publisher = Publisher(self.settings)
+        self._end_offsets = EndOffsets(self.settings)
+        self._reader: ViewReader | None = None
+        self._partitions = 0
+        self._state = "new"
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check the topic, connect the producer and, if asked, start the materializer."""
+        if self._state != "new":
+            raise XComClosedError(f"this XComBus is {self._state}; create a new one")
+        self._state = "starting"
+        try:
+            self._partitions = await ensure_topic(self.settings)
+            await self._publisher.start()
+            if self._materialize:
+                self._materializer = Materializer(self.settings, backend=self.backend)
+                await self._materializer.__aenter__()
+        except BaseException:
+            await self.aclose()
+            raise
+        self._state = "open"
+
+    async def __aenter__(self) -> XComBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Flush pending pushes and release everything. Safe to call twice."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        try:
+            await self._publisher.aclose()
+        finally:
+            await self._end_offsets.aclose()
+            if self._materializer is not None:
+                await self._materializer.aclose()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise XComClosedError("use the XComBus inside 'async with' (it is not open)")
+
+    @property
+    def materializer(self) -> Materializer | None:
+        """The in-process materializer (``materialize=True``), else None."""
+        return self._materializer
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, *,
+                      try_number: int = 1, logical_date: datetime | None = None) -> TaskInstance:
+        """The handle of one task instance, with ``xcom_push`` and ``xcom_pull``."""
+        return TaskInstance(self, TaskInstanceKey(dag_id, run_id, task_id, map_index).validated(),
+                            try_number=try_number, logical_date=logical_date)
+
+    # -- push ---------------------------------------------------------------------------
+    def partition_of(self, ti: TaskInstanceKey) -> int:
+        """The partition holding every event of a task instance."""
+        return partition_for(ti.encode(), self._partitions)
+
+    async def push(self, ti: TaskInstanceKey, key: str, value: Any, *, try_number: int = 1,
+                   logical_date: int | None = None) -> Receipt:
+        """Serialize and publish one XCom; return once the broker holds it durably."""
+        self._check_open()
+        validate_key(key)
+        try:
+            data = self.backend.serialize_value(value, key=key, task_id=ti.task_id,
+                                                dag_id=ti.dag_id, run_id=ti.run_id,
+                                                map_index=ti.map_index)
+        except XComSerializationError:
+            raise
+        except Exception as exc:  # a backend's own error: translate, keep the cause
+            raise XComSerializationError(
+                f"cannot serialize XCom {key!r} (type {type(value).__qualname__}) with "
+                f"{self.backend.__qualname__}: {exc}") from exc
+        if not isinstance(data, bytes):
+            raise XComSerializationError(
+                f"{self.backend.__qualname__}.serialize_value must return bytes, not "
+                f"{type(data).__qualname__}")
+        limit = self.settings.max_value_bytes
+        if len(data) > limit:
+            raise XComValueTooLargeError(
+                f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
+                f"{limit} bytes (max_value_bytes): XComs are for small values; store large "
+                "ones elsewhere and push a reference (an object-storage XCom backend)")
+        event = Push(schema=SCHEMA_VERSION, key=key, value=data, codec=self.backend.codec,
+                     ts=now_us(), producer=self.producer_id, logical_date=logical_date,
+                     try_number=try_number)
+        raw_key = ti.encode()
+        return await self._publisher.publish(partition_for(raw_key, self._partitions), raw_key,
+                                             encode_event(event))
+
+    async def clear(self, ti: TaskInstanceKey, *, try_number: int = 1) -> Receipt:
+        """Publish a clear: every XCom of the task instance is deleted from the view."""
+        self._check_open()
+        raw_key = ti.encode()
+        event = Clear(schema=SCHEMA_VERSION, ts=now_us(), producer=self.producer_id,
+                      try_number=try_number)
+        return await self._publisher.publish(partition_for(raw_key, self._partitions), raw_key,
+                                             encode_event(event))
+
+    # -- pull ---------------------------------------------------------------------------
+    def _view(self) -> ViewReader:
+        if self._reader is None:
+            self._reader = ViewReader(self.settings.view_path)
+        return self._reader
+
+    async def wait_visible(self, partitions: Iterable[int], *, timeout: float | None = None) -> None:
+        """Wait until the view holds every event acknowledged on these partitions so far.
+
+        Raises XComTimeoutError naming the partitions that lag.
+        """
+        timeout = self.settings.pull_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        targets = await self._end_offsets.get(sorted(set(partitions)), timeout)
+        targets = {p: o for p, o in targets.items() if o > 0}
+        delay = _POLL_MIN
+        while True:
+            applied = self._applied_offsets()
+            lagging = {p: (applied.get(p, 0), end) for p, end in targets.items()
+                       if applied.get(p, 0) < end}
+            if not lagging:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                detail = ", ".join(f"partition {p} at {a} of {e}" for p, (a, e) in sorted(lagging.items()))
+                raise XComTimeoutError(
+                    f"the view at {self.settings.view_path} did not catch up within "
+                    f"{timeout:g}s ({detail}): is the materializer running (xcombus "
+                    "materialize)? Pass consistency='eventual' to read without waiting")
+            if self._materializer is not None:
+                await self._materializer.wait_progress(min(remaining, 0.1))
+            else:
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, _POLL_MAX)
+
+    def _applied_offsets(self) -> dict[int, int]:
+        if self._materializer is not None:
+            return self._materializer.applied
+        try:
+            return self._view().offsets()
+        except XComViewError:
+            if not os.path.exists(self.settings.view_path):
+                return {}  # the materializer has not created the view yet: keep waiting
+            raise
+
+    async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
+                   map_indexes: Sequence[int] | None, consistency: Consistency | None) -> list[XComRecord]:
+        """Fetch matching records in one query, after the consistency wait."""
+        self._check_open()
+        validate_key(key)
+        for task_id in task_ids:
+            TaskInstanceKey(dag_id, run_id, task_id, -1).validated()
+        if (consistency or self.settings.consistency) == "strong":
+            if map_indexes is None:  # every map index: they may sit on any partition
+                partitions: Iterable[int] = range(self._partitions)
+            else:
+                partitions = {self.partition_of(TaskInstanceKey(dag_id, run_id, t, i))
+                              for t in task_ids for i in map_indexes}
+            await self.wait_visible(partitions)
+        return self._view().get_tasks(dag_id, run_id, task_ids, key, map_indexes)
+
+    def deserialize(self, record: XComRecord) -> Any:
+        """The value of a record, through the configured backend."""
+        return self.backend.deserialize_value(record)
+
+
+class TaskInstance:
+    """One running task instance: what ``ti`` is inside an Airflow task."""
+
+    def __init__(self, bus: XComBus, key: TaskInstanceKey, *, try_number: int = 1,
+                 logical_date: datetime | None = None) -> None:
+        self.bus = bus
+        self.key = key
+        self.try_number = try_number
+        self.logical_date = logical_date
+        self._logical_us = _to_us(logical_date)
+
+    dag_id = property(lambda self: self.key.dag_id)
+    run_id = property(lambda self: self.key.run_id)
+    task_id = property(lambda self: self.key.task_id)
+    map_index = property(lambda self: self.key.map_index)
+
+    def __repr__(self) -> str:
+        k = self.key
+        return (f"<TaskInstance {k.dag_id}.{k.task_id} run={k.run_id} map_index={k.map_index} "
+                f"try={self.try_number}>")
+
+    async def xcom_push(self, key: str, value: Any) -> Receipt:
+        """Push ``value`` under ``key``; returns once durable on the broker."""
+        return await self.bus.push(self.key, key, value, try_number=self.try_number,
+                                   logical_date=self._logical_us)
+
+    async def xcom_clear(self) -> Receipt:
+        """Delete every XCom of this task instance (what a new try does first)."""
+        return await self.bus.clear(self.key, try_number=self.try_number)
+
+    async def xcom_pull(
+        self,
+        task_ids: str | Iterable[str] | None = None,
+        dag_id: str | None = None,
+        key: str = RETURN_VALUE_KEY,
+        include_prior_dates: bool = False,
+        *,
+        map_indexes: int | Iterable[int] | _NotSet | None = NOTSET,
+        default: Any = None,
+        run_id: str | None = None,
+        consistency: Consistency | None = None,
+    ) -> Any:
+        """Pull XComs with Airflow 3's rules (see docs/semantics.md).
+
+        By default the pull sees every push that returned before it began (it waits for
+        the view, bounded by ``pull_timeout``); ``consistency="eventual"`` reads the view
+        as it is.
+        """
+        if include_prior_dates:
+            raise NotImplementedError("include_prior_dates is not supported yet")
+        dag_id = dag_id or self.dag_id
+        run_id = run_id or self.run_id
+        single_task = task_ids is None or isinstance(task_ids, str)
+        tasks: list[str] = ([task_ids or self.task_id] if single_task  # type: ignore[list-item]
+                            else list(task_ids))  # type: ignore[arg-type]
+        if isinstance(map_indexes, _NotSet):
+            records = await self.bus.read(dag_id, run_id, tasks, key, None, consistency)
+            by_task: dict[str, list[Any]] = {}
+            for rec in records:
+                by_task.setdefault(rec.task_id, []).append(self.bus.deserialize(rec))
+            if single_task:
+                values = by_task.get(tasks[0])
+                if not values:
+                    return default
+                return values[0] if len(values) == 1 else values
+            out: list[Any] = []
+            for task in tasks:
+                out.extend(by_task.get(task) or [None])
+            return out
+        single_index = map_indexes is None or isinstance(map_indexes, int)
+        indexes = [-1 if map_indexes is None else map_indexes] if single_index else list(map_indexes)  # type: ignore[arg-type]
+        records = await self.bus.read(dag_id, run_id, tasks, key, indexes, consistency)
+        found = {(r.task_id, r.map_index): r for r in records}
+        values = [self.bus.deserialize(found[(t, i)]) if (t, i) in found else default
+                  for t, i in itertools.product(tasks, indexes)]
+        if single_task and single_index:
+            return values[0]
+        return values

@@ -1,0 +1,192 @@
+"""The ``xcombus`` command line.
+
+Built on click (subcommands, typed options and help for free); every command reads the
+same ``XCOMBUS_*`` settings as the library, and options override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from .errors import XComBusError, XComConfigError
+from .settings import Settings
+
+T = TypeVar("T")
+
+_json = msgspec.json.Encoder()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except XComConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(1)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except XComConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _ti_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--dag-id", required=True, help="DAG id"),
+        click.option("--run-id", required=True, help="DAG run id"),
+        click.option("--task-id", required=True, help="task id"),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(package_name="xcombus")
+def main() -> None:
+    """xcombus: Airflow-style XComs on a Kafka event bus."""
+
+
+# -- broker -------------------------------------------------------------------------------
+@main.group()
+def broker() -> None:
+    """Run a local single-node Apache Kafka (KRaft) for tests and the demo."""
+
+
+def _broker(port: int | None, home: str | None) -> Any:
+    from .broker import LocalBroker
+
+    return LocalBroker(home, port=port)
+
+
+_port = click.option("--port", type=int, default=None,
+                     help="listener port [XCOMBUS_BROKER_PORT or 9092]")
+_home = click.option("--home", default=None,
+                     help="data/log dir [XCOMBUS_BROKER_HOME or ~/.cache/xcombus/broker-PORT]")
+
+
+@broker.command("start")
+@_port
+@_home
+@click.option("--timeout", type=float, default=90.0, show_default=True, help="seconds to wait for the broker")
+def broker_start(port: int | None, home: str | None, timeout: float) -> None:
+    """Start the broker (fetching its jars with Maven once) and wait until it answers."""
+    b = _broker(port, home)
+    try:
+        pid = b.start(timeout=timeout)
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"Kafka {b.kafka_version} is up at {b.bootstrap_servers} (pid {pid}, log {b.log_file})")
+
+
+@broker.command("stop")
+@_port
+@_home
+def broker_stop(port: int | None, home: str | None) -> None:
+    """Stop the broker started with 'xcombus broker start' (only that one)."""
+    b = _broker(port, home)
+    click.echo("stopped" if b.stop() else "not running")
+
+
+@broker.command("status")
+@_port
+@_home
+def broker_status(port: int | None, home: str | None) -> None:
+    """Print the broker's state as JSON; exit 1 when it is not running."""
+    status = _broker(port, home).status()
+    click.echo(json.dumps(status))
+    sys.exit(0 if status["running"] else 1)
+
+
+# -- materializer -------------------------------------------------------------------------
+@main.command()
+@click.option("--view", default=None, help="view file [XCOMBUS_VIEW_PATH or xcombus.db]")
+@click.option("--topic", default=None, help="topic [XCOMBUS_TOPIC or xcombus.xcom]")
+@click.option("--log-level", default="INFO", show_default=True)
+def materialize(view: str | None, topic: str | None, log_level: str) -> None:
+    """Fold the topic into the SQLite view until SIGTERM/SIGINT."""
+    from consumers.materializer import main as run_materializer
+
+    args = ["--log-level", log_level]
+    if view:
+        args += ["--view", view]
+    if topic:
+        args += ["--topic", topic]
+    sys.exit(run_materializer(args))
+
+
+# -- push / pull ----------------------------------------------------------------------------
+@main.command()
+@_ti_options
+@click.option("--map-index", type=int, default=-1, show_default=True)
+@click.argument("key")
+@click.argument("value_json")
+def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value_json: str) -> None:
+    """Push VALUE_JSON under KEY; print the receipt (topic, partition, offset) as JSON."""
+    try:
+        value = msgspec.json.decode(value_json)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="VALUE_JSON") from exc
+
+    async def go() -> Any:
+        from .bus import XComBus
+
+        async with XComBus(_settings()) as bus:
+            return await bus.task_instance(dag_id, run_id, task_id, map_index).xcom_push(key, value)
+
+    receipt = _run(go())
+    click.echo(_json.encode(receipt._asdict()).decode())
+
+
+@main.command()
+@_ti_options
+@click.option("--key", default="return_value", show_default=True)
+@click.option("--map-index", type=int, default=None,
+              help="one map index; default: every map index (a list when several)")
+@click.option("--eventual", is_flag=True, help="read the view as it is, without waiting for it")
+def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None, eventual: bool) -> None:
+    """Print an XCom's value as JSON; exit 1 when there is none."""
+
+    async def go() -> list[Any]:
+        from .bus import XComBus
+
+        async with XComBus(_settings()) as bus:
+            records = await bus.read(dag_id, run_id, [task_id], key,
+                                     None if map_index is None else [map_index],
+                                     "eventual" if eventual else "strong")
+            return [bus.deserialize(r) for r in records]
+
+    values = _run(go())
+    if not values:
+        where = f"{dag_id}/{run_id}/{task_id}" + ("" if map_index is None else f"[{map_index}]")
+        click.echo(f"xcombus: no XCom {key!r} for {where}", err=True)
+        sys.exit(1)
+    click.echo(_json.encode(values[0] if len(values) == 1 else values).decode())
+
+
+# -- demo -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--keep-broker", is_flag=True, help="leave a broker the demo started running")
+def demo(keep_broker: bool) -> None:
+    """Run extract -> transform (mapped x4) -> load in separate processes through Kafka."""
+    from .demo import run_demo
+
+    try:
+        sys.exit(run_demo(keep_broker=keep_broker))
+    except XComBusError as exc:
+        click.echo(f"xcombus demo: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

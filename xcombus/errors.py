@@ -1,0 +1,83 @@
+"""The exceptions xcombus raises, one tree under :class:`XComBusError`.
+
+    XComBusError
+    ├── XComConfigError (ValueError)        a setting or a backend class is wrong
+    ├── XComIdentifierError (ValueError)    a dag/run/task id, map index or key is invalid
+    ├── XComSerializationError (TypeError)  a value cannot be (de)serialized by the backend
+    ├── XComValueTooLargeError (ValueError) a serialized value is above the inline limit
+    ├── XComNotFoundError (LookupError)     a pull found nothing and no default was given
+    ├── XComBrokerError                     the broker is unreachable or refused a request
+    │   └── XComPublishError                a push was not acknowledged
+    ├── XComTimeoutError (TimeoutError)     a bounded wait ran out (push, pull, start-up)
+    ├── XComViewError                       the SQLite view is missing, locked or unusable
+    │   └── XComViewLockedError             another materializer already writes that file
+    └── XComClosedError (RuntimeError)      the bus was used after it was closed
+
+Messages say what to do next. Lower-level errors (aiokafka, sqlite3, msgspec) are
+translated where they are caught, with ``raise ... from exc`` so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "XComBrokerError",
+    "XComBusError",
+    "XComClosedError",
+    "XComConfigError",
+    "XComIdentifierError",
+    "XComNotFoundError",
+    "XComPublishError",
+    "XComSerializationError",
+    "XComTimeoutError",
+    "XComValueTooLargeError",
+    "XComViewError",
+    "XComViewLockedError",
+]
+
+
+class XComBusError(Exception):
+    """Root of every error raised by xcombus."""
+
+
+class XComConfigError(XComBusError, ValueError):
+    """A setting, option or configured class is invalid."""
+
+
+class XComIdentifierError(XComBusError, ValueError):
+    """A dag_id, run_id, task_id, map_index or key is not valid."""
+
+
+class XComSerializationError(XComBusError, TypeError):
+    """The configured backend cannot serialize or deserialize a value."""
+
+
+class XComValueTooLargeError(XComBusError, ValueError):
+    """A serialized value is larger than the inline limit."""
+
+
+class XComNotFoundError(XComBusError, LookupError):
+    """No XCom matches the lookup."""
+
+
+class XComBrokerError(XComBusError):
+    """The Kafka broker could not be reached or refused a request."""
+
+
+class XComPublishError(XComBrokerError):
+    """A push was not acknowledged by the broker; it may be retried."""
+
+
+class XComTimeoutError(XComBusError, TimeoutError):
+    """A bounded wait ran out before the awaited condition held."""
+
+
+class XComViewError(XComBusError):
+    """The SQLite view is missing, locked, read-only or has an unexpected schema."""
+
+
+class XComViewLockedError(XComViewError):
+    """Another materializer holds the write lock on the same view file."""
+
+
+class XComClosedError(XComBusError, RuntimeError):
+    """The bus (or one of its resources) was used after it was closed."""

@@ -1,0 +1,187 @@
+"""The event schema on the topic, and the task-instance key that orders it.
+
+A message's **key** is the task instance ``(dag_id, run_id, task_id, map_index)`` as a
+compact JSON array; Kafka's default murmur2 partitioner maps it to a partition, so all
+events of one task instance are ordered in one partition and anyone can compute that
+partition from the partition count alone (:func:`partition_for`).
+
+A message's **value** is one event, a tagged msgspec Struct in MessagePack:
+
+- :class:`Push` sets one XCom key of the task instance to a serialized value;
+- :class:`Clear` deletes every XCom of the task instance (sent before a new try).
+
+Why MessagePack and not JSON (measured with ``benchmarks/bench_encoding.py`` on the
+reference 2-core machine, a push carrying a 31-byte value): 141 bytes vs 193 bytes per
+event, encode 0.19 µs vs 0.25 µs, decode 0.27 µs vs 0.32 µs. The value is opaque bytes
+written by the XCom backend; JSON would have to base64 it (+33 %), MessagePack carries it
+as is. Both are far below the cost of a SQLite upsert, so the size decides. Maps (not
+arrays) keep events readable by any MessagePack tool and robust to field reordering.
+
+Schema evolution: every event carries ``schema``. New fields are added with defaults and
+old readers skip them; a reader refuses (dead-letters) an event whose ``schema`` is newer
+than :data:`SCHEMA_VERSION` instead of guessing what it means.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Final, NamedTuple, TypeAlias
+
+import msgspec
+from aiokafka.partitioner import murmur2
+
+from .errors import XComIdentifierError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Clear",
+    "Event",
+    "EventDecodeError",
+    "Push",
+    "TaskInstanceKey",
+    "decode_event",
+    "decode_ti_key",
+    "encode_event",
+    "now_us",
+    "partition_for",
+    "validate_key",
+]
+
+SCHEMA_VERSION: Final = 1
+RETURN_VALUE_KEY: Final = "return_value"
+
+# Airflow's own rules: dag and task ids match KEY_REGEX (``^[\w.-]+$``, at most 250
+# characters); run ids match the default ``allowed_run_id_pattern``.
+_ID_RE = re.compile(r"[\w.-]{1,250}")
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
+_MAX_KEY_LEN: Final = 512
+
+
+class TaskInstanceKey(NamedTuple):
+    """The identity of one task instance: the Kafka message key of its events."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    def validated(self) -> TaskInstanceKey:
+        """Return self after checking every part; raise XComIdentifierError if one is bad."""
+        for name in ("dag_id", "task_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+                raise XComIdentifierError(
+                    f"{name} {value!r} is invalid: use 1-250 letters, digits, '_', '.' or '-'"
+                )
+        if not isinstance(self.run_id, str) or not _RUN_ID_RE.fullmatch(self.run_id):
+            raise XComIdentifierError(
+                f"run_id {self.run_id!r} is invalid: use 1-250 of A-Z a-z 0-9 _ . ~ : + -"
+            )
+        if type(self.map_index) is not int or self.map_index < -1:
+            raise XComIdentifierError(
+                f"map_index {self.map_index!r} is invalid: -1 (not mapped) or 0, 1, 2, ..."
+            )
+        return self
+
+    def encode(self) -> bytes:
+        """The stable message key: ``["dag","run","task",-1]`` as compact JSON."""
+        return _key_encoder.encode(self)
+
+
+def validate_key(key: object) -> str:
+    """Check an XCom key (the name of one value) and return it."""
+    if not isinstance(key, str) or not key or len(key) > _MAX_KEY_LEN or not key.isprintable():
+        raise XComIdentifierError(
+            f"XCom key {key!r} is invalid: use a printable string of 1-{_MAX_KEY_LEN} characters"
+        )
+    return key
+
+
+_key_encoder = msgspec.json.Encoder()
+_key_decoder = msgspec.json.Decoder(tuple[str, str, str, int])
+
+
+def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
+    """Parse and validate a message key; raise EventDecodeError if it is not one of ours."""
+    if raw is None:
+        raise EventDecodeError("message has no key (expected a task instance key)")
+    try:
+        return TaskInstanceKey(*_key_decoder.decode(raw)).validated()
+    except (msgspec.DecodeError, XComIdentifierError) as exc:
+        raise EventDecodeError(f"message key is not a valid task instance key: {exc}") from None
+
+
+def partition_for(ti_key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2, as in Java)."""
+    return (murmur2(ti_key) & 0x7FFFFFFF) % partitions
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds since the Unix epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+class Push(msgspec.Struct, tag_field="kind", tag="push", kw_only=True, omit_defaults=True,
+           frozen=True, gc=False):
+    """One XCom value pushed by a task instance (identified by the message key)."""
+
+    schema: int
+    key: str
+    #: The value as serialized by the XCom backend named in ``codec``.
+    value: bytes
+    #: Which backend wrote ``value`` (its ``codec`` attribute), so readers can refuse
+    #: bytes they cannot decode instead of misreading them.
+    codec: str
+    #: Producer wall-clock time, microseconds since the epoch (UTC).
+    ts: int
+    #: Who wrote it: "host:pid:random", stable for one producer session.
+    producer: str
+    #: The DAG run's logical date in µs since the epoch, when the pusher knows it.
+    logical_date: int | None = None
+    try_number: int = 1
+
+
+class Clear(msgspec.Struct, tag_field="kind", tag="clear", kw_only=True, omit_defaults=True,
+            frozen=True, gc=False):
+    """Delete every XCom of the task instance (sent when a new try starts)."""
+
+    schema: int
+    ts: int
+    producer: str
+    try_number: int = 1
+
+
+Event: TypeAlias = Push | Clear
+
+
+class EventDecodeError(Exception):
+    """Bytes on the topic that are not a valid event; carries the reason for dead-lettering.
+
+    Internal to the read path: the materializer turns it into a dead-letter row.
+    """
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialize an event for the topic."""
+    return _encoder.encode(event)
+
+
+def decode_event(raw: bytes | None) -> Event:
+    """Parse an event; raise EventDecodeError (never misread) for anything unexpected."""
+    if raw is None:
+        raise EventDecodeError("message has no value (tombstone); xcombus never writes one")
+    try:
+        event = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise EventDecodeError(f"undecodable event: {exc}") from None
+    if event.schema > SCHEMA_VERSION or event.schema < 1:
+        raise EventDecodeError(
+            f"event schema version {event.schema} is not supported by this reader "
+            f"(supports 1..{SCHEMA_VERSION}): upgrade xcombus, then retry the dead letters"
+        )
+    return event

@@ -1,0 +1,256 @@
+"""Fold the topic into the SQLite view: consume, fold a batch, apply it with its offsets.
+
+The loop is ``getmany → fold → one transaction (rows + dead letters + next offsets)``.
+On every assignment the consumer seeks to the offsets stored *in the view*, so the view,
+not Kafka's committed offsets, decides where to resume; the Kafka commit that follows each
+transaction exists for lag tooling only. A batch (or its part) below the view's offsets is
+skipped, so a batch fetched before a rebalance is never applied twice.
+
+Folding: within a batch the last push per XCom wins; a clear drops the task instance's
+earlier pushes of the batch and deletes its stored rows. One task instance lives in one
+partition and events are folded in log order, so the result equals applying every event
+one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .backends import BaseXCom, resolve_backend
+from .errors import XComBrokerError, XComIdentifierError, XComViewError
+from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
+from .settings import Settings
+from .topic import ensure_topic
+from .view import DeadLetter, ViewBatch, ViewWriter
+
+__all__ = ["Materializer", "fold"]
+
+log = logging.getLogger(__name__)
+
+_MAX_RECORDS = 20_000
+_POLL_MS = 200
+
+
+def fold(
+    records: Mapping[int, Sequence[Any]],
+    applied: Mapping[int, int],
+    backend: type[BaseXCom],
+) -> ViewBatch:
+    """Fold fetched records (partition -> ConsumerRecords in log order) into one ViewBatch.
+
+    Records below ``applied[partition]`` were applied already and are skipped. Anything
+    that is not a valid event of ours becomes a dead letter with the reason.
+    """
+    batch = ViewBatch()
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    keys_of: dict[tuple[str, str, str, int], set[str]] = {}
+    for partition, recs in records.items():
+        floor = applied.get(partition, 0)
+        count = 0
+        for rec in recs:
+            offset = rec.offset
+            if offset < floor:
+                continue
+            count += 1
+            try:
+                ti = decode_ti_key(rec.key)
+                event = decode_event(rec.value)
+                if type(event) is Clear:
+                    for key in keys_of.pop(ti, ()):
+                        del rows[(*ti, key)]
+                    batch.clears.append(ti)
+                    continue
+                try:
+                    validate_key(event.key)
+                except XComIdentifierError as exc:
+                    raise EventDecodeError(str(exc)) from None
+                if not backend.can_read(event.codec):
+                    raise EventDecodeError(
+                        f"codec {event.codec!r} cannot be read by the configured backend "
+                        f"{backend.__module__}.{backend.__qualname__}")
+            except EventDecodeError as exc:
+                batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value, str(exc),
+                                             rec.timestamp))
+                continue
+            ident = (*ti, event.key)
+            rows[ident] = (*ident, event.value, event.codec, event.ts, event.logical_date,
+                           event.producer, event.try_number, partition, offset)
+            keys_of.setdefault(ti, set()).add(event.key)
+        if recs:
+            batch.offsets[partition] = max(floor, recs[-1].offset + 1)
+            batch.events[partition] = count
+    batch.upserts = list(rows.values())
+    return batch
+
+
+class _SeekToView(ConsumerRebalanceListener):
+    """On assignment, continue from the offsets stored in the view (not Kafka's)."""
+
+    def __init__(self, materializer: Materializer) -> None:
+        self._m = materializer
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Nothing to flush: every batch is committed to the view before the next poll.
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        consumer = self._m._consumer
+        assert consumer is not None
+        for tp in assigned:
+            consumer.seek(tp, self._m.applied.get(tp.partition, 0))
+        log.info("partitions assigned: %s", {tp.partition: self._m.applied.get(tp.partition, 0)
+                                             for tp in assigned})
+
+
+class Materializer:
+    """Consumes the XCom topic in a consumer group and keeps the view up to date.
+
+    ``await m.start()`` opens the view (taking its write lock) and joins the group;
+    ``await m.run()`` loops until ``stop()``; ``await m.aclose()`` ends both. As an async
+    context manager it runs the loop in a background task.
+    """
+
+    def __init__(self, settings: Settings, *, backend: type[BaseXCom] | None = None) -> None:
+        self.settings = settings
+        self.backend = backend or resolve_backend(settings.xcom_backend)
+        self.writer = ViewWriter(settings.view_path, topic=settings.topic)
+        #: partition -> next offset, as committed to the view (mirrors the offsets table).
+        self.applied: dict[int, int] = {}
+        self.events_applied = 0
+        self.dead_letters = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_kafka_commit = 0.0
+
+    async def start(self) -> None:
+        """Open the view and join the consumer group; fail within connect_timeout."""
+        s = self.settings
+        await self.writer.open()
+        try:
+            self.applied = await self.writer.offsets()
+            await ensure_topic(s)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers,
+                client_id=f"{s.client_id}-materializer",
+                group_id=s.effective_group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024,
+            )
+            self._consumer = consumer
+            async with asyncio.timeout(s.connect_timeout):
+                await consumer.start()
+            consumer.subscribe([s.topic], listener=_SeekToView(self))
+        except (TimeoutError, KafkaError, OSError) as exc:
+            await self.aclose()
+            raise XComBrokerError(
+                f"the materializer cannot reach Kafka at {s.bootstrap_servers} within "
+                f"{s.connect_timeout:g}s ({exc!r}): is the broker running?") from exc
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def run(self) -> None:
+        """Consume and apply batches until stop() is called; the batch in hand is finished."""
+        consumer = self._consumer
+        if consumer is None:
+            raise XComViewError("call start() before run()")
+        while not self._stopping.is_set():
+            getmany = asyncio.ensure_future(consumer.getmany(timeout_ms=_POLL_MS,
+                                                             max_records=_MAX_RECORDS))
+            stop_wait = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({getmany, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not getmany.done():
+                # Stopping while no batch is in hand: nothing to finish.
+                getmany.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getmany
+                break
+            data = getmany.result()
+            if data:
+                await self.apply({tp.partition: recs for tp, recs in data.items()})
+
+    async def apply(self, records: Mapping[int, Sequence[Any]]) -> None:
+        """Fold and commit one fetched batch, then tell waiters and (lazily) Kafka."""
+        batch = fold(records, self.applied, self.backend)
+        if not batch.offsets:
+            return
+        await self.writer.apply(batch)
+        self.applied.update(batch.offsets)
+        self.events_applied += sum(batch.events.values())
+        self.dead_letters += len(batch.dead)
+        for dead in batch.dead:
+            log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
+                        dead.reason)
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+        await self._commit_to_kafka(force=False)
+
+    async def _commit_to_kafka(self, *, force: bool) -> None:
+        # For lag tooling only: the view's own offsets decide where to resume.
+        now = time.monotonic()
+        if self._consumer is None or not self.applied or (not force and now - self._last_kafka_commit < 1.0):
+            return
+        self._last_kafka_commit = now
+        topic = self.settings.topic
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        offsets = {TopicPartition(topic, p): o for p, o in self.applied.items() if p in assigned}
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(self._consumer.commit(offsets), 5)
+        except (KafkaError, TimeoutError) as exc:
+            log.info("Kafka offset commit skipped (only lag tooling reads it): %r", exc)
+
+    async def wait_progress(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the next batch is committed to the view."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout)
+
+    def stop(self) -> None:
+        """Ask run() to return after the batch in hand."""
+        self._stopping.set()
+
+    async def __aenter__(self) -> Materializer:
+        await self.start()
+        self._task = asyncio.get_running_loop().create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The background loop started by ``async with`` (None otherwise)."""
+        return self._task
+
+    async def aclose(self) -> None:
+        """Stop the loop, commit offsets to Kafka, leave the group, close the view."""
+        self.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await task
+            except Exception:
+                log.exception("the materializer loop failed")
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            self._consumer = consumer
+            await self._commit_to_kafka(force=True)
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), self.settings.connect_timeout)
+        await self.writer.aclose()

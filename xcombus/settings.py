@@ -1,0 +1,112 @@
+"""Settings: one frozen Struct, read from ``XCOMBUS_*`` variables and overridden by kwargs.
+
+Every component (producer, materializer, readers, CLI, demo) reads the same names, so a
+deployment configures them once, the way Airflow's ``AIRFLOW__CORE__*`` variables work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import XComConfigError
+
+__all__ = ["Settings"]
+
+_ENV_PREFIX = "XCOMBUS_"
+# Kafka's own rule for topic names (kafka.common.internals.Topic).
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
+
+Consistency = Literal["strong", "eventual"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Configuration shared by every xcombus component.
+
+    Build it with :meth:`from_env`; each field ``name`` is read from ``XCOMBUS_NAME``.
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "xcombus.xcom"
+    view_path: str = "xcombus.db"
+    #: Consumer group of the materializer. Empty: derived from host and view path, so
+    #: every view file is its own full replica (see docs/architecture.md).
+    group_id: str = ""
+    xcom_backend: str = "xcombus.backends.MsgspecXCom"
+    client_id: str = "xcombus"
+    #: Topic layout used when xcombus creates the topic.
+    partitions: int = 6
+    replication_factor: int = 1
+    #: -1 keeps every event forever: the topic is the audit log and views are rebuilt
+    #: from offset 0, so a finite retention trades away rebuilds of old runs.
+    retention_ms: int = -1
+    #: Bounds, in seconds, so that nothing waits forever.
+    connect_timeout: float = 10.0
+    push_timeout: float = 30.0
+    pull_timeout: float = 30.0
+    #: "strong": a pull waits until the view holds every push acknowledged before it
+    #: began. "eventual": read the view as it is.
+    consistency: Consistency = "strong"
+    #: Largest serialized value carried inside an event (Kafka's default message limit
+    #: is 1 MiB; leave room for the envelope).
+    max_value_bytes: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_RE.fullmatch(self.topic):
+            raise XComConfigError(
+                f"topic {self.topic!r} is not a valid Kafka topic name: use 1-249 of "
+                "letters, digits, '.', '_' and '-'"
+            )
+        servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+        if not servers or not all(_SERVER_RE.fullmatch(s) for s in servers):
+            raise XComConfigError(
+                f"bootstrap_servers {self.bootstrap_servers!r} must be a comma-separated "
+                "list of host:port"
+            )
+        if not self.view_path:
+            raise XComConfigError("view_path is empty: set XCOMBUS_VIEW_PATH to a file path")
+        for name in ("connect_timeout", "push_timeout", "pull_timeout"):
+            if not getattr(self, name) > 0:
+                raise XComConfigError(f"{name} must be a positive number of seconds")
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise XComConfigError("partitions and replication_factor must be at least 1")
+        if self.max_value_bytes < 1:
+            raise XComConfigError("max_value_bytes must be positive")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``XCOMBUS_*`` variables, then apply keyword overrides (``None`` is ignored)."""
+        env = os.environ if env is None else env
+        raw: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            value = env.get(_ENV_PREFIX + field.name.upper())
+            if value is not None and value != "":
+                raw[field.name] = value
+        unknown = set(overrides) - {f.name for f in msgspec.structs.fields(cls)}
+        if unknown:
+            raise XComConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            # strict=False lets "6" from the environment become 6.
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise XComConfigError(f"invalid xcombus setting: {exc}") from exc
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return msgspec.structs.replace(self, **changes)
+
+    @property
+    def effective_group_id(self) -> str:
+        """The materializer's consumer group: the configured one, or one per view file."""
+        if self.group_id:
+            return self.group_id
+        path = os.path.abspath(self.view_path)
+        digest = hashlib.sha1(f"{socket.gethostname()}:{path}".encode()).hexdigest()[:12]
+        return f"xcombus-view-{digest}"

@@ -1,0 +1,336 @@
+"""The SQLite view: latest value per XCom, plus the Kafka offsets it reflects.
+
+Layout (one file, WAL mode):
+
+- ``xcom``: one row per ``(dag_id, run_id, task_id, map_index, key)``; the primary key
+  order makes "all map indexes of a task, in map-index order" one range scan;
+- ``offsets``: per partition, the next offset to apply and how many events were applied;
+- ``dead_letter``: events that could not be applied, with partition, offset and reason;
+- ``meta``: the schema version and the topic this view folds.
+
+Rows, dead letters and offsets of one fetched batch are written in **one** transaction,
+so the view always equals "the log folded up to ``offsets``" and a crash at any instant
+neither loses nor double-applies an event. Because the log can replay anything after the
+last commit, ``synchronous=NORMAL`` (WAL) is enough.
+
+There is exactly one writer per file (:class:`ViewWriter` holds an exclusive ``flock`` on
+``<view>.lock``); any number of :class:`ViewReader`\\ s in other processes read snapshots
+without blocking it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import aiosqlite
+
+from .errors import XComViewError, XComViewLockedError
+from .records import XComRecord
+
+__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter"]
+
+VIEW_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS xcom (
+    dag_id       TEXT    NOT NULL,
+    run_id       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL,
+    map_index    INTEGER NOT NULL,
+    key          TEXT    NOT NULL,
+    value        BLOB    NOT NULL,
+    codec        TEXT    NOT NULL,
+    timestamp    INTEGER NOT NULL,
+    logical_date INTEGER,
+    producer     TEXT    NOT NULL,
+    try_number   INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (
+    kafka_partition INTEGER PRIMARY KEY,
+    next_offset     INTEGER NOT NULL,
+    applied_events  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    message_key     BLOB,
+    message_value   BLOB,
+    reason          TEXT    NOT NULL,
+    kafka_timestamp INTEGER,
+    PRIMARY KEY (kafka_partition, kafka_offset)
+);
+"""
+
+_COLUMNS = ("dag_id, run_id, task_id, map_index, key, value, codec, timestamp, logical_date, "
+            "producer, try_number, kafka_partition, kafka_offset")
+
+_UPSERT = f"""
+INSERT INTO xcom ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
+    value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
+    logical_date=excluded.logical_date, producer=excluded.producer,
+    try_number=excluded.try_number, kafka_partition=excluded.kafka_partition,
+    kafka_offset=excluded.kafka_offset
+"""
+_CLEAR = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?"
+_DEAD = ("INSERT OR REPLACE INTO dead_letter (kafka_partition, kafka_offset, message_key, "
+         "message_value, reason, kafka_timestamp) VALUES (?,?,?,?,?,?)")
+_OFFSET = """
+INSERT INTO offsets (kafka_partition, next_offset, applied_events) VALUES (?,?,?)
+ON CONFLICT (kafka_partition) DO UPDATE SET
+    next_offset=excluded.next_offset,
+    applied_events=offsets.applied_events + excluded.applied_events
+"""
+
+
+class DeadLetter(NamedTuple):
+    """An event that could not be applied, kept with its position and the reason."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    timestamp: int | None
+
+
+class ViewBatch:
+    """What one transaction writes: clears, then upserts, dead letters and new offsets."""
+
+    __slots__ = ("clears", "dead", "events", "offsets", "upserts")
+
+    def __init__(self) -> None:
+        #: Task instances ``(dag_id, run_id, task_id, map_index)`` whose rows to delete.
+        self.clears: list[tuple[str, str, str, int]] = []
+        #: Rows in ``_COLUMNS`` order, at most one per XCom (the batch is folded).
+        self.upserts: list[tuple[Any, ...]] = []
+        self.dead: list[DeadLetter] = []
+        #: partition -> next offset to apply.
+        self.offsets: dict[int, int] = {}
+        #: partition -> events consumed by this batch (applied or dead-lettered).
+        self.events: dict[int, int] = {}
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+class ViewWriter:
+    """The single writer of one view file (an async context manager)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, topic: str) -> None:
+        self.path = Path(path).resolve()
+        self.topic = topic
+        self._db: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+
+    async def __aenter__(self) -> ViewWriter:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _acquire_lock(self) -> None:
+        lock = _lock_path(self.path)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise XComViewLockedError(
+                f"another materializer (pid {holder}) is writing {self.path}; a view file has "
+                "one writer: stop it, or give this one its own XCOMBUS_VIEW_PATH") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    async def open(self) -> None:
+        """Lock the file, open it in WAL mode and create the schema if needed."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+        except OSError as exc:
+            raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db = db
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(_SCHEMA)
+            await db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
+                (str(VIEW_SCHEMA_VERSION), self.topic))
+            rows = dict(await db.execute_fetchall("SELECT name, value FROM meta"))
+        except sqlite3.Error as exc:
+            await self.aclose()
+            raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
+        if rows.get("topic") != self.topic:
+            await self.aclose()
+            raise XComViewError(
+                f"{self.path} is a view of topic {rows.get('topic')!r}, not {self.topic!r}: "
+                "use another XCOMBUS_VIEW_PATH")
+        if rows.get("schema_version") != str(VIEW_SCHEMA_VERSION):
+            await self.aclose()
+            raise XComViewError(
+                f"{self.path} has view schema {rows.get('schema_version')}, this xcombus "
+                f"writes {VIEW_SCHEMA_VERSION}: rebuild the view into a new file")
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise XComViewError("the view writer is not open")
+        return self._db
+
+    async def offsets(self) -> dict[int, int]:
+        """partition -> next offset to apply, as committed."""
+        rows = await self.db.execute_fetchall("SELECT kafka_partition, next_offset FROM offsets")
+        return {p: o for p, o in rows}
+
+    async def apply(self, batch: ViewBatch) -> None:
+        """Write a folded batch and its offsets in one transaction (all or nothing)."""
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if batch.clears:
+                    await db.executemany(_CLEAR, batch.clears)
+                if batch.upserts:
+                    await db.executemany(_UPSERT, batch.upserts)
+                if batch.dead:
+                    await db.executemany(_DEAD, batch.dead)
+                await db.executemany(_OFFSET, [
+                    (p, o, batch.events.get(p, 0)) for p, o in batch.offsets.items()])
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise XComViewError(
+                f"writing the view at {self.path} failed ({exc}); nothing of this batch was "
+                "applied and its offsets did not advance: fix the cause (disk full? read-only "
+                "file?) and restart the materializer") from exc
+
+    async def aclose(self) -> None:
+        """Close the connection and release the lock. Idempotent."""
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.close()
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _record(row: Sequence[Any]) -> XComRecord:
+    return XComRecord(*row)
+
+
+class ViewReader:
+    """Read-only access to a view file, safe from any process while the writer runs.
+
+    Queries are single indexed statements answered in microseconds, so they run
+    synchronously: an aiosqlite thread hop costs more than the query (see
+    docs/benchmarks.md).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+        if not self.path.exists():
+            raise XComViewError(
+                f"no view at {self.path}: start the materializer (xcombus materialize) or use "
+                "XComBus(materialize=True); check XCOMBUS_VIEW_PATH")
+        try:
+            self._db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise XComViewError(f"cannot open the view at {self.path} read-only: {exc}") from exc
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise XComViewError(
+                    f"{self.path} has no view schema yet: is the materializer running?") from exc
+            raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
+
+    def offsets(self) -> dict[int, int]:
+        """partition -> next offset the view has applied ({} while the schema is being made)."""
+        try:
+            return dict(self._db.execute("SELECT kafka_partition, next_offset FROM offsets"))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # a materializer just created the file: nothing applied yet
+            raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
+
+    def applied_events(self) -> dict[int, int]:
+        """partition -> how many events the view has applied (or dead-lettered)."""
+        return dict(self._query("SELECT kafka_partition, applied_events FROM offsets"))
+
+    def get(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> XComRecord | None:
+        """One XCom, or None."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? "
+            "AND map_index=? AND key=?", (dag_id, run_id, task_id, map_index, key))
+        return _record(rows[0]) if rows else None
+
+    def get_tasks(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
+                  map_indexes: Sequence[int] | None = None) -> list[XComRecord]:
+        """Every matching XCom of several tasks in one query, by task then map index."""
+        if not task_ids:
+            return []
+        sql = (f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND key=? "
+               f"AND task_id IN ({','.join('?' * len(task_ids))})")
+        params: list[Any] = [dag_id, run_id, key, *task_ids]
+        if map_indexes is not None:
+            sql += f" AND map_index IN ({','.join('?' * len(map_indexes))})"
+            params += map_indexes
+        return [_record(r) for r in self._query(sql + " ORDER BY task_id, map_index", params)]
+
+    def list(self, *, dag_id: str | None = None, run_id: str | None = None,
+             task_id: str | None = None, key: str | None = None,
+             map_index: int | None = None, limit: int = 100, offset: int = 0) -> list[XComRecord]:
+        """XComs matching the given filters, ordered by identity, paged."""
+        where, params = [], []
+        for column, value in (("dag_id", dag_id), ("run_id", run_id), ("task_id", task_id),
+                              ("key", key), ("map_index", map_index)):
+            if value is not None:
+                where.append(f"{column}=?")
+                params.append(value)
+        sql = f"SELECT {_COLUMNS} FROM xcom"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY dag_id, run_id, task_id, map_index, key LIMIT ? OFFSET ?"
+        return [_record(r) for r in self._query(sql, [*params, limit, offset])]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered events, oldest position first."""
+        rows = self._query(
+            "SELECT kafka_partition, kafka_offset, message_key, message_value, reason, "
+            "kafka_timestamp FROM dead_letter ORDER BY kafka_partition, kafka_offset LIMIT ?",
+            (limit,))
+        return [DeadLetter(*r) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
