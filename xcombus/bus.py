@@ -219,6 +219,7 @@ class XComBus:
                     f"{timeout:g}s ({detail}): is the materializer running (xcombus "
                     "materialize)? Pass consistency='eventual' to read without waiting")
             if self._materializer is not None:
+                self._materializer.raise_if_failed()
                 await self._materializer.wait_progress(min(remaining, 0.1))
             else:
                 await asyncio.sleep(min(delay, remaining))

@@ -201,17 +201,18 @@ class Materializer:
 
     async def _commit_to_kafka(self, *, force: bool) -> None:
         # For lag tooling only: the view's own offsets decide where to resume.
+        consumer = self._consumer
         now = time.monotonic()
-        if self._consumer is None or not self.applied or (not force and now - self._last_kafka_commit < 1.0):
+        if consumer is None or (not force and now - self._last_kafka_commit < 1.0):
             return
         self._last_kafka_commit = now
         topic = self.settings.topic
-        assigned = {tp.partition for tp in self._consumer.assignment()}
+        assigned = {tp.partition for tp in consumer.assignment()}
         offsets = {TopicPartition(topic, p): o for p, o in self.applied.items() if p in assigned}
         if not offsets:
             return
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), 5)
+            await asyncio.wait_for(consumer.commit(offsets), 5)
         except (KafkaError, TimeoutError) as exc:
             log.info("Kafka offset commit skipped (only lag tooling reads it): %r", exc)
 
@@ -219,6 +220,13 @@ class Materializer:
         """Wait (at most ``timeout`` s) until the next batch is committed to the view."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._progress.wait(), timeout)
+
+    def raise_if_failed(self) -> None:
+        """Raise XComViewError if the background loop (``async with``) has died."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise XComViewError(f"the in-process materializer stopped: {task.exception()}") \
+                from task.exception()
 
     def stop(self) -> None:
         """Ask run() to return after the batch in hand."""
@@ -246,11 +254,9 @@ class Materializer:
                 await task
             except Exception:
                 log.exception("the materializer loop failed")
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            self._consumer = consumer
+        if self._consumer is not None:
             await self._commit_to_kafka(force=True)
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), self.settings.connect_timeout)
         await self.writer.aclose()
