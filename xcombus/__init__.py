@@ -8,7 +8,7 @@
 Data flows one way: task -> producer -> topic -> materializer -> SQLite view -> pull.
 """
 
-from .backends import BaseXCom, MsgspecXCom, resolve_backend
+from .backends import BaseXCom, MsgspecXCom, ObjectRef, ObjectStorageXCom, load_backend
 from .bus import NOTSET, TaskInstance, XComBus
 from .errors import (
     XComBrokerError,
@@ -35,6 +35,8 @@ __all__ = [
     "BaseXCom",
     "Materializer",
     "MsgspecXCom",
+    "ObjectRef",
+    "ObjectStorageXCom",
     "Receipt",
     "Settings",
     "TaskInstance",
@@ -54,7 +56,7 @@ __all__ = [
     "XComValueTooLargeError",
     "XComViewError",
     "XComViewLockedError",
-    "resolve_backend",
+    "load_backend",
 ]
 
 __version__ = "0.1.0"

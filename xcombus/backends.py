@@ -2,35 +2,62 @@
 
 As in Airflow, a backend is a subclass of :class:`BaseXCom` that overrides
 ``serialize_value`` / ``deserialize_value`` (and ``orm_deserialize_value`` for light
-listings). The class is chosen with the ``xcom_backend`` setting (a dotted path) and
-resolved once per process by :func:`resolve_backend`, so every component uses the same one.
+listings, ``purge`` for external payloads). The class is chosen with the ``xcom_backend``
+setting (a dotted path) and loaded once per process by :func:`load_backend`, which also
+hands it the settings; every component (pushers, the materializer, readers, the CLI) loads
+the same one.
+
+Built in:
+
+- :class:`MsgspecXCom` (the default): typed JSON (see :mod:`xcombus.serde`), exact round
+  trips of datetimes, decimals, tuples, sets, bytes, dataclasses, Structs...;
+- :class:`ObjectStorageXCom`: the same, but values above a size threshold are written to
+  object storage (any fsspec URL; a local directory by default), optionally compressed, and
+  the event carries only a reference.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
 import importlib
-import math
+import posixpath
+import uuid
 from functools import cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import msgspec
 
-from .errors import XComConfigError, XComSerializationError
+from .errors import XComConfigError, XComNotFoundError, XComSerializationError
 from .records import XComRecord
+from .serde import TAG, VALUE, Serde, SerdeError
 
-__all__ = ["BaseXCom", "MsgspecXCom", "resolve_backend"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["BaseXCom", "MsgspecXCom", "ObjectRef", "ObjectStorageXCom", "load_backend",
+           "resolve_backend"]
 
 
 class BaseXCom:
     """Base class of XCom backends; subclass it and override the ``*_value`` methods.
 
-    ``codec`` names the format a backend writes; it travels with every push so a reader
+    ``codec`` names the format a backend writes; it travels with every push, so a reader
     refuses bytes written by a backend it does not know instead of misreading them.
+    Set ``does_io = True`` when (de)serializing touches the network or disk: xcombus then
+    calls those methods in a worker thread so the event loop keeps running.
     """
 
     codec: ClassVar[str] = "msgspec-json/1"
-    #: Codecs this backend can read (its own by default).
+    #: More codecs this backend can read besides its own.
     readable_codecs: ClassVar[frozenset[str]] = frozenset()
+    does_io: ClassVar[bool] = False
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        """Receive the settings once per process; raise XComConfigError if unusable."""
 
     @classmethod
     def can_read(cls, codec: str) -> bool:
@@ -66,66 +93,229 @@ class BaseXCom:
         """Remove externally stored data of a record that was cleared or replaced."""
 
 
-_json_encoder = msgspec.json.Encoder()
-_json_decoder = msgspec.json.Decoder()
-
-
-def _check_json(value: Any, path: str) -> None:
-    """Refuse anything the JSON form would not give back unchanged."""
-    kind = type(value)
-    if value is None or kind in (str, int, bool):
-        return
-    if kind is float:
-        if not math.isfinite(value):
-            raise XComSerializationError(f"non-finite float {value!r} at {path}")
-        return
-    if kind is list:
-        for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]")
-        return
-    if kind is dict:
-        for k, item in value.items():
-            if type(k) is not str:
-                raise XComSerializationError(
-                    f"dict key {k!r} of type {type(k).__name__} at {path} (keys must be str)"
-                )
-            _check_json(item, f"{path}[{k!r}]")
-        return
-    raise XComSerializationError(
-        f"type {kind.__module__}.{kind.__qualname__} at {path} is not supported"
-    )
+def _where(result: XComRecord) -> str:
+    return (f"XCom {result.key!r} of {result.dag_id}/{result.run_id}/{result.task_id}"
+            f"[{result.map_index}]")
 
 
 class MsgspecXCom(BaseXCom):
-    """The default backend: JSON written by msgspec, readable by any JSON tool.
+    """The default backend: typed JSON written by msgspec, readable by any JSON tool.
 
-    It accepts JSON's own types (None, bool, int, float, str, list, dict with str keys)
-    and refuses anything else at push time, naming the key and the type.
+    Refuses, at push time, any value it could not give back exactly, naming the key and
+    the type; rebuilds classes only when allowed (``allowed_deserialization_classes``).
     """
 
     codec: ClassVar[str] = "msgspec-json/1"
+    _serde: ClassVar[Serde] = Serde()
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        cls._serde = Serde(settings.allowed_class_patterns)
 
     @classmethod
     def serialize_value(cls, value: Any, *, key: str | None = None, **_: Any) -> bytes:
         try:
-            _check_json(value, "value")
-        except XComSerializationError as exc:
+            return cls._serde.dumps(value)
+        except SerdeError as exc:
             raise XComSerializationError(
-                f"cannot serialize XCom {key!r} with {cls.__name__}: {exc}"
-            ) from None
-        return _json_encoder.encode(value)
+                f"cannot serialize XCom {key!r} (a {type(value).__module__}."
+                f"{type(value).__qualname__}) with {cls.__name__}: {exc}") from None
+
+    @classmethod
+    def _tree(cls, result: XComRecord) -> Any:
+        if not cls.can_read(result.codec):
+            raise XComSerializationError(
+                f"{_where(result)} was written with codec {result.codec!r}, which "
+                f"{cls.__name__} cannot read: configure the backend that wrote it")
+        try:
+            return msgspec.json.decode(result.value)
+        except msgspec.DecodeError as exc:
+            raise XComSerializationError(f"{_where(result)} is not valid JSON: {exc}") from None
+
+    @classmethod
+    def _rebuild(cls, result: XComRecord, tree: Any) -> Any:
+        try:
+            return cls._serde.from_builtins(tree)
+        except SerdeError as exc:
+            raise XComSerializationError(f"cannot deserialize {_where(result)}: {exc}") from None
 
     @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
-        if not cls.can_read(result.codec):
+        tree = cls._tree(result)
+        if ObjectRef.is_ref(tree):
             raise XComSerializationError(
-                f"XCom {result.key!r} was written with codec {result.codec!r}, which "
-                f"{cls.__name__} cannot read: configure the backend that wrote it"
-            )
+                f"{_where(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
+                "xcombus.backends.ObjectStorageXCom to read it")
+        return cls._rebuild(result, tree)
+
+
+class ObjectRef(msgspec.Struct, frozen=True):
+    """Where an offloaded value lives; what the event carries instead of the value."""
+
+    url: str
+    size: int
+    sha256: str
+    compression: str = ""
+
+    TAG: ClassVar[str] = "xcombus.objref"
+
+    @classmethod
+    def is_ref(cls, tree: Any) -> bool:
+        return type(tree) is dict and tree.get(TAG) == cls.TAG
+
+    def to_bytes(self) -> bytes:
+        return msgspec.json.encode({TAG: self.TAG, VALUE: self})
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> ObjectRef:
+        return msgspec.convert(tree[VALUE], cls)
+
+
+_SUFFIX = {"": "", "gzip": ".gz", "zstd": ".zst"}
+
+
+def _safe_part(part: object) -> str:
+    """One path segment built from an id: no separators, no '.'/'..', nothing absolute."""
+    text = quote(str(part), safe="-_=+:@~")  # '/', '\\' and '%' are escaped
+    if text in ("", ".", ".."):
+        text = text.replace(".", "%2E") or "%00"
+    return text
+
+
+class ObjectStorageXCom(MsgspecXCom):
+    """Typed JSON like :class:`MsgspecXCom`, with large values offloaded to object storage.
+
+    Values whose serialized size is above ``object_storage_threshold`` bytes (``-1`` never,
+    ``0`` always) are written, compressed if asked, under ``object_storage_path`` (an fsspec
+    URL such as ``s3://bucket/xcom`` or a local directory) at
+    ``<dag>/<run>/<task>/<map_index>/<key>/<uuid>.json[.gz|.zst]``; the event carries the
+    :class:`ObjectRef`. Listings show the reference without reading the object; ``purge``
+    deletes it when the XCom is cleared or replaced.
+    """
+
+    does_io: ClassVar[bool] = True
+    _base: ClassVar[str] = "xcombus-objects"
+    _threshold: ClassVar[int] = 65_536
+    _compression: ClassVar[str] = ""
+    _fs: ClassVar[Any] = None
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        super().configure(settings)
         try:
-            return _json_decoder.decode(result.value)
-        except msgspec.DecodeError as exc:
-            raise XComSerializationError(f"XCom {result.key!r} is not valid JSON: {exc}") from exc
+            from fsspec.core import url_to_fs
+        except ImportError as exc:
+            raise XComConfigError(
+                "ObjectStorageXCom needs fsspec: pip install 'xcombus[objstore]'") from exc
+        if settings.object_storage_compression == "zstd":
+            try:
+                import zstandard  # noqa: F401
+            except ImportError as exc:
+                raise XComConfigError(
+                    "object_storage_compression=zstd needs zstandard: pip install "
+                    "'xcombus[objstore]'") from exc
+        try:
+            fs, root = url_to_fs(settings.object_storage_path)
+        except (ValueError, ImportError) as exc:
+            raise XComConfigError(
+                f"object_storage_path {settings.object_storage_path!r} is not usable: {exc}") from exc
+        cls._fs, cls._base = fs, root.rstrip("/") or "/"
+        cls._threshold = settings.object_storage_threshold
+        cls._compression = settings.object_storage_compression
+
+    @classmethod
+    def _compress(cls, data: bytes) -> bytes:
+        if cls._compression == "gzip":
+            return gzip.compress(data, compresslevel=6)
+        if cls._compression == "zstd":
+            import zstandard
+            return zstandard.ZstdCompressor().compress(data)
+        return data
+
+    @staticmethod
+    def _decompress(data: bytes, compression: str) -> bytes:
+        if compression == "gzip":
+            return gzip.decompress(data)
+        if compression == "zstd":
+            import zstandard
+            return zstandard.ZstdDecompressor().decompress(data)
+        if compression:
+            raise XComSerializationError(f"unknown compression {compression!r}")
+        return data
+
+    @classmethod
+    def object_path(cls, *, dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any) -> str:
+        """Where a new object for this XCom goes; every part is sanitised."""
+        parts = [_safe_part(p) for p in (dag_id, run_id, task_id, map_index, key)]
+        path = posixpath.join(cls._base, *parts, f"{uuid.uuid4().hex}.json{_SUFFIX[cls._compression]}")
+        if not posixpath.normpath(path).startswith(posixpath.normpath(cls._base) + "/"):
+            raise XComSerializationError(f"refusing object path {path!r} outside {cls._base!r}")
+        return path
+
+    @classmethod
+    def serialize_value(cls, value: Any, *, key: str | None = None, task_id: str | None = None,
+                        dag_id: str | None = None, run_id: str | None = None,
+                        map_index: int | None = None) -> bytes:
+        data = super().serialize_value(value, key=key)
+        inline = cls._threshold < 0 or (cls._threshold > 0 and len(data) <= cls._threshold)
+        if inline:
+            return data
+        if cls._fs is None:
+            raise XComConfigError("ObjectStorageXCom is not configured (load it with load_backend)")
+        path = cls.object_path(dag_id=dag_id, run_id=run_id, task_id=task_id,
+                               map_index=map_index, key=key)
+        blob = cls._compress(data)
+        try:
+            cls._fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            with cls._fs.open(path, "wb") as f:
+                f.write(blob)
+        except OSError as exc:
+            raise XComSerializationError(
+                f"cannot write XCom {key!r} to object storage at {path}: {exc}") from exc
+        url = cls._fs.unstrip_protocol(path)
+        return ObjectRef(url, len(data), hashlib.sha256(data).hexdigest(), cls._compression).to_bytes()
+
+    @classmethod
+    def deserialize_value(cls, result: XComRecord) -> Any:
+        tree = cls._tree(result)
+        if not ObjectRef.is_ref(tree):
+            return cls._rebuild(result, tree)
+        ref = ObjectRef.from_tree(tree)
+        try:
+            with cls._fs.open(cls._fs._strip_protocol(ref.url), "rb") as f:
+                blob = f.read()
+        except FileNotFoundError as exc:
+            raise XComNotFoundError(
+                f"the payload of {_where(result)} is missing from object storage ({ref.url}): "
+                "it was purged or deleted by hand") from exc
+        except OSError as exc:
+            raise XComSerializationError(f"cannot read {ref.url} for {_where(result)}: {exc}") from exc
+        data = cls._decompress(blob, ref.compression)
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise XComSerializationError(f"the payload of {_where(result)} at {ref.url} is corrupt "
+                                         "(its SHA-256 does not match the reference)")
+        return cls._rebuild(result, msgspec.json.decode(data))
+
+    @classmethod
+    def orm_deserialize_value(cls, result: XComRecord) -> Any:
+        tree = cls._tree(result)
+        if ObjectRef.is_ref(tree):
+            ref = ObjectRef.from_tree(tree)
+            return f"<object {ref.url} ({ref.size} bytes)>"
+        return cls._rebuild(result, tree)
+
+    @classmethod
+    def reference(cls, result: XComRecord) -> ObjectRef | None:
+        """The object reference of a record, or None for an inline value."""
+        tree = cls._tree(result)
+        return ObjectRef.from_tree(tree) if ObjectRef.is_ref(tree) else None
+
+    @classmethod
+    def purge(cls, result: XComRecord) -> None:
+        ref = cls.reference(result)
+        if ref is not None:
+            with contextlib.suppress(FileNotFoundError):
+                cls._fs.rm(cls._fs._strip_protocol(ref.url))
 
 
 @cache
@@ -134,18 +324,21 @@ def resolve_backend(dotted_path: str) -> type[BaseXCom]:
     module_name, _, attr = dotted_path.rpartition(".")
     if not module_name or not attr:
         raise XComConfigError(
-            f"xcom_backend {dotted_path!r} is not a dotted path like 'package.module.Class'"
-        )
+            f"xcom_backend {dotted_path!r} is not a dotted path like 'package.module.Class'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise XComConfigError(
             f"xcom_backend {dotted_path!r}: module {module_name!r} cannot be imported ({exc}); "
-            "install it in every image that pushes, pulls or materializes"
-        ) from exc
+            "install it in every image that pushes, pulls or materializes") from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseXCom)):
-        raise XComConfigError(
-            f"xcom_backend {dotted_path!r} is not a subclass of xcombus.BaseXCom"
-        )
+        raise XComConfigError(f"xcom_backend {dotted_path!r} is not a subclass of xcombus.BaseXCom")
+    return cls
+
+
+def load_backend(settings: Settings) -> type[BaseXCom]:
+    """The configured backend class, resolved and configured with these settings."""
+    cls = resolve_backend(settings.xcom_backend)
+    cls.configure(settings)
     return cls

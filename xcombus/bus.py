@@ -14,11 +14,13 @@ import secrets
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
-from .backends import BaseXCom, resolve_backend
+from .backends import BaseXCom, load_backend
 from .errors import (
     XComClosedError,
+    XComConfigError,
     XComIdentifierError,
     XComSerializationError,
     XComTimeoutError,
@@ -78,7 +80,7 @@ class XComBus:
                  **overrides: Any) -> None:
         base = settings or Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
-        self.backend: type[BaseXCom] = resolve_backend(self.settings.xcom_backend)
+        self.backend: type[BaseXCom] = load_backend(self.settings)
         self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._materialize = materialize
         self._materializer: Materializer | None = None
@@ -152,11 +154,12 @@ class XComBus:
         """Serialize and publish one XCom; return once the broker holds it durably."""
         self._check_open()
         validate_key(key)
+        serialize = partial(self.backend.serialize_value, value, key=key, task_id=ti.task_id,
+                            dag_id=ti.dag_id, run_id=ti.run_id, map_index=ti.map_index)
         try:
-            data = self.backend.serialize_value(value, key=key, task_id=ti.task_id,
-                                                dag_id=ti.dag_id, run_id=ti.run_id,
-                                                map_index=ti.map_index)
-        except XComSerializationError:
+            # A backend that does I/O (object storage) runs in a thread, off the loop.
+            data = await asyncio.to_thread(serialize) if self.backend.does_io else serialize()
+        except (XComSerializationError, XComConfigError):
             raise
         except Exception as exc:  # a backend's own error: translate, keep the cause
             raise XComSerializationError(
@@ -170,8 +173,8 @@ class XComBus:
         if len(data) > limit:
             raise XComValueTooLargeError(
                 f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
-                f"{limit} bytes (max_value_bytes): XComs are for small values; store large "
-                "ones elsewhere and push a reference (an object-storage XCom backend)")
+                f"{limit} bytes (max_value_bytes); nothing was sent. Large values belong in "
+                "object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
         event = Push(schema=SCHEMA_VERSION, key=key, value=data, codec=self.backend.codec,
                      ts=now_us(), producer=self.producer_id, logical_date=logical_date,
                      try_number=try_number)

@@ -72,10 +72,10 @@ def _print_view(settings: Settings, run_id: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .backends import resolve_backend
+    from .backends import load_backend
     from .view import ViewReader
 
-    backend = resolve_backend(settings.xcom_backend)
+    backend = load_backend(settings)
     reader = ViewReader(settings.view_path)
     try:
         records = reader.list(dag_id=DAG_ID, run_id=run_id, limit=1000)

@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .backends import BaseXCom, resolve_backend
+from .backends import BaseXCom, load_backend
 from .errors import XComBrokerError, XComIdentifierError, XComViewError
 from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
 from .settings import Settings
@@ -120,7 +120,7 @@ class Materializer:
 
     def __init__(self, settings: Settings, *, backend: type[BaseXCom] | None = None) -> None:
         self.settings = settings
-        self.backend = backend or resolve_backend(settings.xcom_backend)
+        self.backend = backend or load_backend(settings)
         self.writer = ViewWriter(settings.view_path, topic=settings.topic)
         #: partition -> next offset, as committed to the view (mirrors the offsets table).
         self.applied: dict[int, int] = {}

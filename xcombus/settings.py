@@ -56,6 +56,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Largest serialized value carried inside an event (Kafka's default message limit
     #: is 1 MiB; leave room for the envelope).
     max_value_bytes: int = 1_000_000
+    #: Classes (dataclasses, msgspec Structs, enums) the default backend may rebuild:
+    #: glob patterns over "module.Qualname", separated by commas or spaces.
+    allowed_deserialization_classes: str = ""
+    #: ObjectStorageXCom: where large values go (an fsspec URL or a local directory),
+    #: above which serialized size (bytes; -1 never, 0 always), and how compressed.
+    object_storage_path: str = "xcombus-objects"
+    object_storage_threshold: int = 65_536
+    object_storage_compression: Literal["", "gzip", "zstd"] = ""
 
     def __post_init__(self) -> None:
         if not _TOPIC_RE.fullmatch(self.topic):
@@ -78,6 +86,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise XComConfigError("partitions and replication_factor must be at least 1")
         if self.max_value_bytes < 1:
             raise XComConfigError("max_value_bytes must be positive")
+        if self.object_storage_threshold < -1:
+            raise XComConfigError("object_storage_threshold must be -1 (never), 0 (always) or a size")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -101,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""
         return msgspec.structs.replace(self, **changes)
+
+    @property
+    def allowed_class_patterns(self) -> tuple[str, ...]:
+        """The allow-list as a tuple of glob patterns."""
+        return tuple(p for p in re.split(r"[\s,]+", self.allowed_deserialization_classes) if p)
 
     @property
     def effective_group_id(self) -> str:

@@ -200,8 +200,8 @@ async def test_unserializable_value_is_refused_and_nothing_is_sent(settings: Set
     async with XComBus(settings) as bus:
         ti = bus.task_instance("d", "r", "t")
         before = await end_offsets(settings)
-        with pytest.raises(XComSerializationError, match=r"'bad'.*set"):
-            await ti.xcom_push("bad", {"a": {1, 2}})
+        with pytest.raises(XComSerializationError, match=r"'bad'.*builtins.object"):
+            await ti.xcom_push("bad", {"a": [object()]})
         with pytest.raises(XComValueTooLargeError, match="max_value_bytes"):
             await ti.xcom_push("huge", "x" * (settings.max_value_bytes + 1))
         assert await end_offsets(settings) == before
