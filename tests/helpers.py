@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from xcombus import Settings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process the same settings."""
     env = dict(os.environ)
     for name in ("bootstrap_servers", "topic", "view_path", "partitions", "connect_timeout",
-                 "push_timeout", "pull_timeout", "xcom_backend"):
+                 "push_timeout", "pull_timeout", "xcom_backend", "allowed_deserialization_classes",
+                 "object_storage_path", "object_storage_threshold", "object_storage_compression"):
         env[f"XCOMBUS_{name.upper()}"] = str(getattr(settings, name))
+    # The example backend lives in examples/, importable as a mounted module would be.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES), env.get("PYTHONPATH")]))
     return env
 
 

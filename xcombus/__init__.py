@@ -28,17 +28,21 @@ from .events import TaskInstanceKey
 from .materialize import Materializer
 from .records import Receipt, XComRecord
 from .settings import Settings
+from .task import SyncTaskInstance, SyncXComBus, Task, current_task_instance, task
 from .view import ViewReader
 
 __all__ = [
-    "NOTSET",
     "BaseXCom",
     "Materializer",
     "MsgspecXCom",
+    "NOTSET",
     "ObjectRef",
     "ObjectStorageXCom",
     "Receipt",
     "Settings",
+    "SyncTaskInstance",
+    "SyncXComBus",
+    "Task",
     "TaskInstance",
     "TaskInstanceKey",
     "ViewReader",
@@ -56,7 +60,9 @@ __all__ = [
     "XComValueTooLargeError",
     "XComViewError",
     "XComViewLockedError",
+    "current_task_instance",
     "load_backend",
+    "task",
 ]
 
 __version__ = "0.1.0"

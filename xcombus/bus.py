@@ -239,24 +239,44 @@ class XComBus:
             raise
 
     async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
-                   map_indexes: Sequence[int] | None, consistency: Consistency | None) -> list[XComRecord]:
-        """Fetch matching records in one query, after the consistency wait."""
+                   map_indexes: Sequence[int] | None, consistency: Consistency | None, *,
+                   prior_to: int | None = None, include_prior_dates: bool = False) -> list[XComRecord]:
+        """Fetch matching records in one query, after the consistency wait.
+
+        With ``include_prior_dates``, a task with nothing in this run falls back to its
+        latest earlier run (logical date before ``prior_to``, or this run's own date).
+        """
         self._check_open()
         validate_key(key)
         for task_id in task_ids:
             TaskInstanceKey(dag_id, run_id, task_id, -1).validated()
         if (consistency or self.settings.consistency) == "strong":
-            if map_indexes is None:  # every map index: they may sit on any partition
+            if map_indexes is None or include_prior_dates:  # rows may sit on any partition
                 partitions: Iterable[int] = range(self._partitions)
             else:
                 partitions = {self.partition_of(TaskInstanceKey(dag_id, run_id, t, i))
                               for t in task_ids for i in map_indexes}
             await self.wait_visible(partitions)
-        return self._view().get_tasks(dag_id, run_id, task_ids, key, map_indexes)
+        view = self._view()
+        if not include_prior_dates:
+            return view.get_tasks(dag_id, run_id, task_ids, key, map_indexes)
+        if prior_to is None:
+            prior_to = view.logical_date_of(dag_id, run_id)
+        if prior_to is None:
+            raise XComIdentifierError(
+                f"include_prior_dates needs the logical date of run {run_id!r}: pass "
+                "logical_date to task_instance()")
+        return view.get_tasks_with_prior(dag_id, run_id, task_ids, key, map_indexes, prior_to)
 
     def deserialize(self, record: XComRecord) -> Any:
         """The value of a record, through the configured backend."""
         return self.backend.deserialize_value(record)
+
+    async def values(self, records: Sequence[XComRecord]) -> list[Any]:
+        """Deserialize records (in a worker thread when the backend does I/O)."""
+        if self.backend.does_io and records:
+            return await asyncio.to_thread(lambda: [self.backend.deserialize_value(r) for r in records])
+        return [self.backend.deserialize_value(r) for r in records]
 
 
 class TaskInstance:
@@ -307,18 +327,20 @@ class TaskInstance:
         the view, bounded by ``pull_timeout``); ``consistency="eventual"`` reads the view
         as it is.
         """
-        if include_prior_dates:
-            raise NotImplementedError("include_prior_dates is not supported yet")
+        same_run = run_id is None and dag_id is None
         dag_id = dag_id or self.dag_id
         run_id = run_id or self.run_id
         single_task = task_ids is None or isinstance(task_ids, str)
         tasks: list[str] = ([task_ids or self.task_id] if single_task  # type: ignore[list-item]
                             else list(task_ids))  # type: ignore[arg-type]
+        # Prior runs are "before this task instance's logical date" when reading our own run.
+        prior = {"include_prior_dates": include_prior_dates,
+                 "prior_to": self._logical_us if same_run else None}
         if isinstance(map_indexes, _NotSet):
-            records = await self.bus.read(dag_id, run_id, tasks, key, None, consistency)
+            records = await self.bus.read(dag_id, run_id, tasks, key, None, consistency, **prior)
             by_task: dict[str, list[Any]] = {}
-            for rec in records:
-                by_task.setdefault(rec.task_id, []).append(self.bus.deserialize(rec))
+            for rec, value in zip(records, await self.bus.values(records), strict=True):
+                by_task.setdefault(rec.task_id, []).append(value)
             if single_task:
                 values = by_task.get(tasks[0])
                 if not values:
@@ -330,10 +352,10 @@ class TaskInstance:
             return out
         single_index = map_indexes is None or isinstance(map_indexes, int)
         indexes = [-1 if map_indexes is None else map_indexes] if single_index else list(map_indexes)  # type: ignore[arg-type]
-        records = await self.bus.read(dag_id, run_id, tasks, key, indexes, consistency)
-        found = {(r.task_id, r.map_index): r for r in records}
-        values = [self.bus.deserialize(found[(t, i)]) if (t, i) in found else default
-                  for t, i in itertools.product(tasks, indexes)]
+        records = await self.bus.read(dag_id, run_id, tasks, key, indexes, consistency, **prior)
+        found = dict(zip([(r.task_id, r.map_index) for r in records],
+                         await self.bus.values(records), strict=True))
+        values = [found.get(pair, default) for pair in itertools.product(tasks, indexes)]
         if single_task and single_index:
             return values[0]
         return values

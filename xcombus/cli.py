@@ -20,7 +20,9 @@ from .settings import Settings
 
 T = TypeVar("T")
 
-_json = msgspec.json.Encoder()
+# Values printed as JSON: msgspec's JSON covers datetimes, sets, decimals, dataclasses...;
+# anything else is shown by its repr rather than failing the command.
+_json = msgspec.json.Encoder(enc_hook=repr)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -172,6 +174,56 @@ def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None
         click.echo(f"xcombus: no XCom {key!r} for {where}", err=True)
         sys.exit(1)
     click.echo(_json.encode(values[0] if len(values) == 1 else values).decode())
+
+
+@main.command("ls")
+@click.option("--dag-id")
+@click.option("--run-id")
+@click.option("--task-id")
+@click.option("--key")
+@click.option("--map-index", type=int)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
+               map_index: int | None, limit: int, offset: int, as_json: bool) -> None:
+    """List materialized XComs with light values (the backend's orm_deserialize_value)."""
+    from .backends import load_backend
+    from .view import ViewReader
+
+    settings = _settings()
+    try:
+        backend = load_backend(settings)
+        reader = ViewReader(settings.view_path)
+        try:
+            records = reader.list(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+                                  map_index=map_index, limit=limit, offset=offset)
+        finally:
+            reader.close()
+        rows = [(r, backend.orm_deserialize_value(r)) for r in records]
+    except XComConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        for r, light in rows:
+            line = {"dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
+                    "key": r.key, "value": light, "timestamp": r.timestamp, "partition": r.partition,
+                    "offset": r.offset}
+            click.echo(_json.encode(line).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in ("dag_id", "run_id", "task_id", "map_index", "key", "value", "partition:offset"):
+        table.add_column(column, overflow="fold")
+    for r, light in rows:
+        table.add_row(r.dag_id, r.run_id, r.task_id, str(r.map_index), r.key,
+                      _json.encode(light).decode() if not isinstance(light, str) else light,
+                      f"{r.partition}:{r.offset}")
+    Console().print(table)
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from .backends import BaseXCom, load_backend
 from .errors import XComBrokerError, XComIdentifierError, XComViewError
 from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
+from .records import XComRecord
 from .settings import Settings
 from .topic import ensure_topic
 from .view import DeadLetter, ViewBatch, ViewWriter
@@ -50,6 +51,7 @@ def fold(
     that is not a valid event of ours becomes a dead letter with the reason.
     """
     batch = ViewBatch()
+    track = purges(backend)
     rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     keys_of: dict[tuple[str, str, str, int], set[str]] = {}
     for partition, recs in records.items():
@@ -65,7 +67,9 @@ def fold(
                 event = decode_event(rec.value)
                 if type(event) is Clear:
                     for key in keys_of.pop(ti, ()):
-                        del rows[(*ti, key)]
+                        gone = rows.pop((*ti, key))
+                        if track:
+                            batch.superseded.append(gone)
                     batch.clears.append(ti)
                     continue
                 try:
@@ -81,6 +85,8 @@ def fold(
                                              rec.timestamp))
                 continue
             ident = (*ti, event.key)
+            if track and ident in rows:
+                batch.superseded.append(rows[ident])
             rows[ident] = (*ident, event.value, event.codec, event.ts, event.logical_date,
                            event.producer, event.try_number, partition, offset)
             keys_of.setdefault(ti, set()).add(event.key)
@@ -89,6 +95,11 @@ def fold(
             batch.events[partition] = count
     batch.upserts = list(rows.values())
     return batch
+
+
+def purges(backend: type[BaseXCom]) -> bool:
+    """True when the backend overrides ``purge`` (so replaced rows must be collected)."""
+    return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
 
 
 class _SeekToView(ConsumerRebalanceListener):
@@ -188,7 +199,8 @@ class Materializer:
         batch = fold(records, self.applied, self.backend)
         if not batch.offsets:
             return
-        await self.writer.apply(batch)
+        track = purges(self.backend)
+        replaced = await self.writer.apply(batch, collect_replaced=track)
         self.applied.update(batch.offsets)
         self.events_applied += sum(batch.events.values())
         self.dead_letters += len(batch.dead)
@@ -197,7 +209,24 @@ class Materializer:
                         dead.reason)
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
+        if track:
+            await self._purge([*replaced, *(XComRecord(*row) for row in batch.superseded)])
         await self._commit_to_kafka(force=False)
+
+    async def _purge(self, records: list[XComRecord]) -> None:
+        # Only after the commit: a crash before it must not delete payloads still referenced.
+        def run() -> None:
+            for rec in records:
+                try:
+                    self.backend.purge(rec)
+                except Exception:
+                    log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
+                                  rec.run_id, rec.task_id, rec.map_index, rec.key)
+
+        if records and self.backend.does_io:
+            await asyncio.to_thread(run)
+        elif records:
+            run()
 
     async def _commit_to_kafka(self, *, force: bool) -> None:
         # For lag tooling only: the view's own offsets decide where to resume.

@@ -190,10 +190,12 @@ class Serde:
         return {k: self.from_builtins(v) for k, v in fields.items()}
 
 
-def _enc_datetime(s: Serde, v: dt.datetime, path: str) -> Any:
-    out: dict[str, Any] = {TAG: "datetime", VALUE: v.isoformat()}
+def _enc_clock(s: Serde, v: dt.datetime | dt.time, path: str) -> Any:
+    out: dict[str, Any] = {TAG: type(v).__name__, VALUE: v.isoformat()}
     if isinstance(v.tzinfo, ZoneInfo):
         out["tz"] = v.tzinfo.key
+    if v.fold:  # the second of two ambiguous wall-clock times (a DST change)
+        out["fold"] = 1
     return out
 
 
@@ -201,13 +203,18 @@ def _dec_datetime(s: Serde, t: dict[str, Any]) -> dt.datetime:
     value = dt.datetime.fromisoformat(t[VALUE])
     if "tz" in t:
         value = value.astimezone(ZoneInfo(t["tz"]))
-    return value
+    return value.replace(fold=1) if t.get("fold") else value
+
+
+def _dec_time(s: Serde, t: dict[str, Any]) -> dt.time:
+    value = dt.time.fromisoformat(t[VALUE])
+    return value.replace(fold=1) if t.get("fold") else value
 
 
 _ENCODERS: dict[type, Callable[[Serde, Any, str], Any]] = {
-    dt.datetime: _enc_datetime,
+    dt.datetime: _enc_clock,
     dt.date: lambda s, v, p: {TAG: "date", VALUE: v.isoformat()},
-    dt.time: lambda s, v, p: {TAG: "time", VALUE: v.isoformat()},
+    dt.time: _enc_clock,
     dt.timedelta: lambda s, v, p: {TAG: "timedelta", VALUE: [v.days, v.seconds, v.microseconds]},
     uuid.UUID: lambda s, v, p: {TAG: "uuid", VALUE: str(v)},
     decimal.Decimal: lambda s, v, p: {TAG: "decimal", VALUE: str(v)},
@@ -259,7 +266,7 @@ def _dec_enum(s: Serde, t: dict[str, Any]) -> Any:
 _DECODERS: dict[str, Callable[[Serde, dict[str, Any]], Any]] = {
     "datetime": _dec_datetime,
     "date": lambda s, t: dt.date.fromisoformat(t[VALUE]),
-    "time": lambda s, t: dt.time.fromisoformat(t[VALUE]),
+    "time": _dec_time,
     "timedelta": lambda s, t: dt.timedelta(days=t[VALUE][0], seconds=t[VALUE][1],
                                            microseconds=t[VALUE][2]),
     "uuid": lambda s, t: uuid.UUID(t[VALUE]),

@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS xcom (
     kafka_offset    INTEGER NOT NULL,
     PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
 ) WITHOUT ROWID;
+-- include_prior_dates: the latest earlier run of a DAG that has a task's key.
+CREATE INDEX IF NOT EXISTS xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date);
 CREATE TABLE IF NOT EXISTS offsets (
     kafka_partition INTEGER PRIMARY KEY,
     next_offset     INTEGER NOT NULL,
@@ -111,7 +113,7 @@ class DeadLetter(NamedTuple):
 class ViewBatch:
     """What one transaction writes: clears, then upserts, dead letters and new offsets."""
 
-    __slots__ = ("clears", "dead", "events", "offsets", "upserts")
+    __slots__ = ("clears", "dead", "events", "offsets", "superseded", "upserts")
 
     def __init__(self) -> None:
         #: Task instances ``(dag_id, run_id, task_id, map_index)`` whose rows to delete.
@@ -123,6 +125,9 @@ class ViewBatch:
         self.offsets: dict[int, int] = {}
         #: partition -> events consumed by this batch (applied or dead-lettered).
         self.events: dict[int, int] = {}
+        #: Rows replaced or cleared within the batch itself (only collected for backends
+        #: that purge external payloads), in ``_COLUMNS`` order.
+        self.superseded: list[tuple[Any, ...]] = []
 
 
 def _lock_path(path: Path) -> Path:
@@ -203,12 +208,19 @@ class ViewWriter:
         rows = await self.db.execute_fetchall("SELECT kafka_partition, next_offset FROM offsets")
         return {p: o for p, o in rows}
 
-    async def apply(self, batch: ViewBatch) -> None:
-        """Write a folded batch and its offsets in one transaction (all or nothing)."""
+    async def apply(self, batch: ViewBatch, *, collect_replaced: bool = False) -> list[XComRecord]:
+        """Write a folded batch and its offsets in one transaction (all or nothing).
+
+        With ``collect_replaced``, return the stored rows this batch overwrote or deleted
+        (for backends that purge external payloads once the transaction committed).
+        """
         db = self.db
+        replaced: list[XComRecord] = []
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
+                if collect_replaced:
+                    replaced = await self._existing(batch)
                 if batch.clears:
                     await db.executemany(_CLEAR, batch.clears)
                 if batch.upserts:
@@ -222,11 +234,28 @@ class ViewWriter:
                 with contextlib.suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
                 raise
+            return replaced
         except sqlite3.Error as exc:
             raise XComViewError(
                 f"writing the view at {self.path} failed ({exc}); nothing of this batch was "
                 "applied and its offsets did not advance: fix the cause (disk full? read-only "
                 "file?) and restart the materializer") from exc
+
+    async def _existing(self, batch: ViewBatch) -> list[XComRecord]:
+        """Stored rows that the batch's clears delete or its upserts overwrite."""
+        db, found = self.db, {}
+        for ti in batch.clears:
+            for row in await db.execute_fetchall(f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND "
+                                                 "run_id=? AND task_id=? AND map_index=?", ti):
+                found[tuple(row[:5])] = row
+        keys = [row[:5] for row in batch.upserts]
+        for i in range(0, len(keys), 500):  # row-value IN, within SQLite's parameter limit
+            chunk = keys[i:i + 500]
+            sql = (f"SELECT {_COLUMNS} FROM xcom WHERE (dag_id, run_id, task_id, map_index, key) "
+                   f"IN (VALUES {','.join(['(?,?,?,?,?)'] * len(chunk))})")
+            for row in await db.execute_fetchall(sql, [v for key in chunk for v in key]):
+                found[tuple(row[:5])] = row
+        return [_record(row) for row in found.values()]
 
     async def aclose(self) -> None:
         """Close the connection and release the lock. Idempotent."""
@@ -307,6 +336,32 @@ class ViewReader:
             sql += f" AND map_index IN ({','.join('?' * len(map_indexes))})"
             params += map_indexes
         return [_record(r) for r in self._query(sql + " ORDER BY task_id, map_index", params)]
+
+    def logical_date_of(self, dag_id: str, run_id: str) -> int | None:
+        """The logical date (µs) carried by the pushes of one DAG run, if any."""
+        rows = self._query("SELECT max(logical_date) FROM xcom WHERE dag_id=? AND run_id=?",
+                           (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def get_tasks_with_prior(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
+                             map_indexes: Sequence[int] | None, logical_date: int) -> list[XComRecord]:
+        """Like :meth:`get_tasks`, but a task with nothing in this run falls back to its
+        latest earlier run (greatest logical date before ``logical_date``) that has the key."""
+        found = self.get_tasks(dag_id, run_id, task_ids, key, map_indexes)
+        have = {r.task_id for r in found}
+        for task_id in task_ids:
+            if task_id in have:
+                continue
+            sql = ("SELECT run_id FROM xcom WHERE dag_id=? AND task_id=? AND key=? AND logical_date < ?")
+            params: list[Any] = [dag_id, task_id, key, logical_date]
+            if map_indexes is not None:
+                sql += f" AND map_index IN ({','.join('?' * len(map_indexes))})"
+                params += map_indexes
+            prior = self._query(sql + " ORDER BY logical_date DESC, timestamp DESC LIMIT 1", params)
+            if prior:
+                found += self.get_tasks(dag_id, prior[0][0], [task_id], key, map_indexes)
+        order = {t: i for i, t in enumerate(task_ids)}
+        return sorted(found, key=lambda r: (order[r.task_id], r.map_index))
 
     def list(self, *, dag_id: str | None = None, run_id: str | None = None,
              task_id: str | None = None, key: str | None = None,

@@ -1,0 +1,36 @@
+"""The public API is exactly what xcombus/__init__.py lists, and it imports cleanly."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import xcombus
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert xcombus.__all__ == sorted(xcombus.__all__)
+    for name in xcombus.__all__:
+        assert hasattr(xcombus, name), name
+    tree = ast.parse(Path(xcombus.__file__).read_text())
+    imported = {alias.asname or alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert imported == set(xcombus.__all__)
+
+
+def test_errors_share_one_root() -> None:
+    errors = [getattr(xcombus, n) for n in xcombus.__all__ if n.endswith("Error")]
+    assert errors and all(issubclass(e, xcombus.XComBusError) for e in errors)
+
+
+def test_no_pickle_or_eval_in_the_package() -> None:
+    root = Path(xcombus.__file__).parent
+    for path in [*root.rglob("*.py"), *(root.parent / "consumers").rglob("*.py")]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.split(".")[0] in {"pickle", "dill", "cloudpickle", "marshal"}
+                               for n in names), path
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"eval", "exec"}, path
