@@ -226,6 +226,42 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
     Console().print(table)
 
 
+@main.command()
+def doctor() -> None:
+    """Check the broker, the topic, the view and the backend in this environment."""
+    from .doctor import run_checks
+
+    checks = asyncio.run(run_checks(_settings()))
+    for check in checks:
+        mark = click.style(" ok ", fg="green") if check.ok else click.style("FAIL", fg="red")
+        click.echo(f"[{mark}] {check.name:<8} {check.detail}")
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@main.group()
+def topic() -> None:
+    """Manage the XCom topic."""
+
+
+@topic.command("create")
+@click.option("--partitions", type=click.IntRange(1), default=None, help="[XCOMBUS_PARTITIONS or 6]")
+@click.option("--replication-factor", type=click.IntRange(1), default=None,
+              help="[XCOMBUS_REPLICATION_FACTOR or 1]")
+@click.option("--retention-ms", type=click.IntRange(-1), default=None, help="-1 keeps events forever")
+def topic_create(partitions: int | None, replication_factor: int | None, retention_ms: int | None) -> None:
+    """Create the topic (cleanup.policy=delete) unless it exists; print its layout."""
+    from .topic import describe_topic, ensure_topic
+
+    settings = _settings(partitions=partitions, replication_factor=replication_factor,
+                         retention_ms=retention_ms)
+    _run(ensure_topic(settings))
+    info = _run(describe_topic(settings))
+    assert info is not None
+    click.echo(_json.encode({"topic": info.name, "partitions": info.partitions,
+                             "cleanup.policy": info.configs.get("cleanup.policy"),
+                             "retention.ms": info.configs.get("retention.ms")}).decode())
+
+
 # -- demo -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--keep-broker", is_flag=True, help="leave a broker the demo started running")

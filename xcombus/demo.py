@@ -19,35 +19,46 @@ from typing import Any
 
 from .bus import XComBus
 from .settings import Settings
+from .task import current_task_instance, task
 
 DAG_ID = "xcombus_demo"
 CITIES = [("Oslo", 4.5), ("Lagos", 31.0), ("Lima", 18.25), ("Sapporo", -2.0)]
+LOGICAL_DATE = datetime(2026, 11, 24, tzinfo=UTC)
 
 
 # -- the tasks (each runs in its own process) ----------------------------------------------
+@task
+async def extract() -> list[dict[str, Any]]:
+    rows = [{"city": c, "temp_c": t, "measured_at": datetime(2026, 11, 24, 12, tzinfo=UTC)}
+            for c, t in CITIES]
+    await current_task_instance().xcom_push("row_count", len(rows))
+    return rows
+
+
+@task
+def transform() -> dict[str, Any]:  # a plain function: it gets a blocking task instance
+    ti = current_task_instance()
+    row = ti.xcom_pull(task_ids="extract")[ti.map_index]
+    return {"city": row["city"], "temp_f": round(row["temp_c"] * 9 / 5 + 32, 2)}
+
+
+@task(multiple_outputs=True)
+async def load() -> dict[str, Any]:
+    ti = current_task_instance()
+    rows = await ti.xcom_pull(task_ids="transform")  # every map index, in map-index order
+    count = await ti.xcom_pull(task_ids="extract", key="row_count")
+    assert len(rows) == count, (rows, count)
+    return {"cities": tuple(r["city"] for r in rows),
+            "mean_temp_f": round(sum(r["temp_f"] for r in rows) / len(rows), 2)}
+
+
+TASKS = {t.task_id: t for t in (extract, transform, load)}
+
+
 async def _task(name: str, run_id: str, map_index: int) -> None:
     async with XComBus() as bus:
-        ti = bus.task_instance(DAG_ID, run_id, name, map_index,
-                               logical_date=datetime.now(UTC))
-        result: Any
-        if name == "extract":
-            result = [{"city": c, "temp_c": t} for c, t in CITIES]
-            await ti.xcom_push("row_count", len(result))
-        elif name == "transform":
-            rows = await ti.xcom_pull(task_ids="extract")
-            row = rows[map_index]
-            result = {"city": row["city"], "temp_f": round(row["temp_c"] * 9 / 5 + 32, 2)}
-        elif name == "load":
-            rows = await ti.xcom_pull(task_ids="transform")  # all map indexes, in order
-            count = await ti.xcom_pull(task_ids="extract", key="row_count")
-            assert len(rows) == count, (rows, count)
-            result = {"cities": [r["city"] for r in rows],
-                      "mean_temp_f": round(sum(r["temp_f"] for r in rows) / len(rows), 2)}
-        else:
-            raise SystemExit(f"unknown demo task {name!r}")
-        receipt = await ti.xcom_push("return_value", result)
-        print(f"  {name}[{map_index}] pid {os.getpid()} pushed return_value -> "
-              f"partition {receipt.partition} offset {receipt.offset}", flush=True)
+        await TASKS[name].run(bus, DAG_ID, run_id, map_index=map_index, logical_date=LOGICAL_DATE)
+        print(f"  {name}[{map_index}] pid {os.getpid()} done", flush=True)
 
 
 def _spawn_task(name: str, run_id: str, map_index: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -83,12 +94,15 @@ def _print_view(settings: Settings, run_id: str) -> None:
     finally:
         reader.close()
     table = Table(title=f"materialized view {settings.view_path} - {DAG_ID} / {run_id}")
-    for column in ("task_id", "map_index", "key", "value", "partition", "offset"):
-        table.add_column(column)
+    for column in ("task_id", "map_index", "key", "partition", "offset"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("value (light form)", overflow="fold")
     for rec in records:
-        table.add_row(rec.task_id, str(rec.map_index), rec.key,
-                      repr(backend.orm_deserialize_value(rec)), str(rec.partition), str(rec.offset))
+        table.add_row(rec.task_id, str(rec.map_index), rec.key, str(rec.partition), str(rec.offset),
+                      repr(backend.orm_deserialize_value(rec)))
     console = Console()
+    if not console.is_terminal:  # piped or in CI: rich would assume 80 columns
+        console = Console(width=140)
     console.print(table)
     console.print(f"view offsets (next offset per partition): {dict(sorted(offsets.items()))}")
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -17,7 +20,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 from .settings import Settings
 
-__all__ = ["ensure_topic"]
+__all__ = ["TopicInfo", "describe_topic", "ensure_topic", "topic_configs"]
 
 
 def topic_configs(settings: Settings) -> dict[str, str]:
@@ -30,8 +33,20 @@ def topic_configs(settings: Settings) -> dict[str, str]:
     }
 
 
-async def ensure_topic(settings: Settings) -> int:
-    """Create the topic if it is missing; refuse a compacted one. Return its partition count."""
+class TopicInfo(NamedTuple):
+    """What the broker says about the topic."""
+
+    name: str
+    partitions: int
+    #: Topic-level configs (cleanup.policy, retention.ms, ...), as strings.
+    configs: dict[str, str]
+    #: Whether every partition has a leader (a new topic has none for a moment).
+    leaders_ready: bool
+
+
+@asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client whose whole use is bounded, with Kafka errors translated to ours."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-admin",
@@ -40,40 +55,64 @@ async def ensure_topic(settings: Settings) -> int:
     try:
         async with asyncio.timeout(settings.connect_timeout * 2):
             await admin.start()
-            topic = settings.topic
-            if topic not in await admin.list_topics():
-                # Another component may create it at the same moment: that is fine.
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(
-                        topic, settings.partitions, settings.replication_factor,
-                        topic_configs=topic_configs(settings))])
-            described = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topic)])
-            for response in described:
-                for resource in response.resources:
-                    for entry in resource[4]:
-                        name, value = entry[0], entry[1]
-                        if name == "cleanup.policy" and "compact" in (value or ""):
-                            raise XComConfigError(
-                                f"topic {topic!r} has cleanup.policy={value}: xcombus needs "
-                                "'delete' (compaction by task-instance key drops XComs and "
-                                "erases the audit log); alter the topic or use another one")
-            # A new topic answers before its partitions have leaders; pushing then only
-            # earns NotLeaderForPartition retries, so wait (bounded) until all have one.
-            while True:
-                meta = await admin.describe_topics([topic])
-                parts = meta[0]["partitions"] if meta else []
-                if parts and all(p["leader"] >= 0 for p in parts):
-                    return len(parts)
-                await asyncio.sleep(0.05)
+            yield admin
     except TimeoutError as exc:
         raise XComTimeoutError(
             f"Kafka at {settings.bootstrap_servers} did not answer within "
-            f"{settings.connect_timeout * 2:.0f}s while checking topic {settings.topic!r}: "
+            f"{settings.connect_timeout * 2:.0f}s about topic {settings.topic!r}: "
             "is the broker running? (xcombus broker start)") from exc
     except KafkaError as exc:
         raise XComBrokerError(
-            f"cannot prepare topic {settings.topic!r} on {settings.bootstrap_servers}: {exc}; "
-            "is the broker running? (xcombus broker start)") from exc
+            f"Kafka at {settings.bootstrap_servers} failed a request about topic "
+            f"{settings.topic!r}: {exc}; is the broker running? (xcombus broker start)") from exc
     finally:
         await admin.close()
+
+
+async def _describe(admin: AIOKafkaAdminClient, topic: str) -> TopicInfo | None:
+    if topic not in await admin.list_topics():
+        return None
+    configs: dict[str, str] = {}
+    for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]):
+        for resource in response.resources:
+            for entry in resource[4]:
+                configs[entry[0]] = entry[1] or ""
+    meta = await admin.describe_topics([topic])
+    parts = meta[0]["partitions"] if meta else []
+    return TopicInfo(topic, len(parts), configs, bool(parts) and all(p["leader"] >= 0 for p in parts))
+
+
+async def describe_topic(settings: Settings) -> TopicInfo | None:
+    """The topic's partitions and configs, or None when it does not exist. Creates nothing."""
+    async with _admin(settings) as admin:
+        return await _describe(admin, settings.topic)
+
+
+def _check_not_compacted(info: TopicInfo) -> None:
+    policy = info.configs.get("cleanup.policy", "")
+    if "compact" in policy:
+        raise XComConfigError(
+            f"topic {info.name!r} has cleanup.policy={policy}: xcombus needs 'delete' "
+            "(compaction by task-instance key drops XComs and erases the audit log); alter "
+            "the topic or use another one")
+
+
+async def ensure_topic(settings: Settings) -> int:
+    """Create the topic if it is missing; refuse a compacted one. Return its partition count."""
+    async with _admin(settings) as admin:
+        topic = settings.topic
+        if topic not in await admin.list_topics():
+            # Another component may create it at the same moment: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(
+                    topic, settings.partitions, settings.replication_factor,
+                    topic_configs=topic_configs(settings))])
+        while True:
+            info = await _describe(admin, topic)
+            if info is not None:
+                _check_not_compacted(info)
+                # A new topic answers before its partitions have leaders; wait (bounded
+                # by _admin) until all have one, so the first pushes need no retries.
+                if info.leaders_ready:
+                    return info.partitions
+            await asyncio.sleep(0.05)

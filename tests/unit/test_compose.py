@@ -265,9 +265,19 @@ def test_xcombus_services_share_topic_and_backend(services: dict[str, dict[str, 
 
 
 @pytest.mark.parametrize("name", XCOMBUS_SERVICES)
-def test_backend_is_importable(services: dict[str, dict[str, Any]], name: str) -> None:
-    backend = xcombus_env(services, name).get("XCOMBUS_XCOM_BACKEND")
+def test_backend_is_importable(services: dict[str, dict[str, Any]], name: str,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    env = xcombus_env(services, name)
+    backend = env.get("XCOMBUS_XCOM_BACKEND")
     assert backend, f"{name} does not set XCOMBUS_XCOM_BACKEND"
+    # A backend shipped as a mounted module: map PYTHONPATH through the service's bind mounts.
+    binds = {target: src for src, target in mounts_of(services[name]) if src and src.startswith((".", "/"))}
+    for directory in filter(None, env.get("PYTHONPATH", "").split(":")):
+        assert directory in binds, f"{name}: PYTHONPATH entry {directory} is not a mounted directory"
+        host = (ROOT / binds[directory]).resolve()
+        assert host.is_dir(), f"{name}: {binds[directory]} does not exist in the repository"
+        monkeypatch.syspath_prepend(str(host))
+    resolve_backend.cache_clear()
     resolve_backend(backend)  # raises XComConfigError when it cannot be imported
 
 
