@@ -230,7 +230,7 @@ class XComBus:
 
     def _applied_offsets(self) -> dict[int, int]:
         if self._materializer is not None:
-            return self._materializer.applied
+            return self._materializer.visible
         try:
             return self._view().offsets()
         except XComViewError:

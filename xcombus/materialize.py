@@ -135,6 +135,8 @@ class Materializer:
         self.writer = ViewWriter(settings.view_path, topic=settings.topic)
         #: partition -> next offset, as committed to the view (mirrors the offsets table).
         self.applied: dict[int, int] = {}
+        #: Like ``applied``, updated once a batch's purges are done too (what waiters read).
+        self.visible: dict[int, int] = {}
         self.events_applied = 0
         self.dead_letters = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -149,6 +151,7 @@ class Materializer:
         await self.writer.open()
         try:
             self.applied = await self.writer.offsets()
+            self.visible = dict(self.applied)
             await ensure_topic(s)
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers,
@@ -201,16 +204,18 @@ class Materializer:
             return
         track = purges(self.backend)
         replaced = await self.writer.apply(batch, collect_replaced=track)
-        self.applied.update(batch.offsets)
+        self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
         self.events_applied += sum(batch.events.values())
         self.dead_letters += len(batch.dead)
         for dead in batch.dead:
             log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
                         dead.reason)
-        progress, self._progress = self._progress, asyncio.Event()
-        progress.set()
         if track:
             await self._purge([*replaced, *(XComRecord(*row) for row in batch.superseded)])
+        # In-process waiters see the batch once its side effects (purges) are done too.
+        self.visible.update(batch.offsets)
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
         await self._commit_to_kafka(force=False)
 
     async def _purge(self, records: list[XComRecord]) -> None:
