@@ -18,6 +18,7 @@ from .errors import (
     XComIdentifierError,
     XComNotFoundError,
     XComPublishError,
+    XComQueryError,
     XComSerializationError,
     XComTimeoutError,
     XComValueTooLargeError,
@@ -25,6 +26,7 @@ from .errors import (
     XComViewLockedError,
 )
 from .events import TaskInstanceKey
+from .lookup import DagRunSummary, TaskInstanceSummary, XComEntry, XComLookup
 from .materialize import Materializer
 from .records import Receipt, XComRecord
 from .settings import Settings
@@ -33,6 +35,7 @@ from .view import ViewReader
 
 __all__ = [
     "BaseXCom",
+    "DagRunSummary",
     "Materializer",
     "MsgspecXCom",
     "NOTSET",
@@ -45,15 +48,19 @@ __all__ = [
     "Task",
     "TaskInstance",
     "TaskInstanceKey",
+    "TaskInstanceSummary",
     "ViewReader",
     "XComBrokerError",
     "XComBus",
     "XComBusError",
     "XComClosedError",
     "XComConfigError",
+    "XComEntry",
     "XComIdentifierError",
+    "XComLookup",
     "XComNotFoundError",
     "XComPublishError",
+    "XComQueryError",
     "XComRecord",
     "XComSerializationError",
     "XComTimeoutError",

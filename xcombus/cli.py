@@ -227,6 +227,22 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the read-only HTTP API (Airflow's REST shape) and the web page."""
+    from .web.app import serve as run_server
+
+    try:
+        run_server(_settings(), host=host, port=port)
+    except XComConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
 def doctor() -> None:
     """Check the broker, the topic, the view and the backend in this environment."""
     from .doctor import run_checks

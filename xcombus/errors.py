@@ -5,7 +5,8 @@
     ├── XComIdentifierError (ValueError)    a dag/run/task id, map index or key is invalid
     ├── XComSerializationError (TypeError)  a value cannot be (de)serialized by the backend
     ├── XComValueTooLargeError (ValueError) a serialized value is above the inline limit
-    ├── XComNotFoundError (LookupError)     a pull found nothing and no default was given
+    ├── XComNotFoundError (LookupError)     a lookup or a stored payload found nothing
+    ├── XComQueryError (ValueError)         a lookup's filter, order or page is invalid
     ├── XComBrokerError                     the broker is unreachable or refused a request
     │   └── XComPublishError                a push was not acknowledged
     ├── XComTimeoutError (TimeoutError)     a bounded wait ran out (push, pull, start-up)
@@ -27,6 +28,7 @@ __all__ = [
     "XComIdentifierError",
     "XComNotFoundError",
     "XComPublishError",
+    "XComQueryError",
     "XComSerializationError",
     "XComTimeoutError",
     "XComValueTooLargeError",
@@ -57,6 +59,10 @@ class XComValueTooLargeError(XComBusError, ValueError):
 
 class XComNotFoundError(XComBusError, LookupError):
     """No XCom matches the lookup."""
+
+
+class XComQueryError(XComBusError, ValueError):
+    """A lookup's filter, order or page is invalid."""
 
 
 class XComBrokerError(XComBusError):

@@ -24,6 +24,8 @@ _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
 Consistency = Literal["strong", "eventual"]
+#: Fields whose values are secrets: masked wherever settings are printed.
+_SECRETS = frozenset({"api_token"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +66,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     object_storage_path: str = "xcombus-objects"
     object_storage_threshold: int = 65_536
     object_storage_compression: Literal["", "gzip", "zstd"] = ""
+    #: The HTTP API: when set, every request needs "Authorization: Bearer <token>".
+    #: A secret: never logged, masked in repr().
+    api_token: str = ""
+    #: The materializer's Prometheus metrics port on 0.0.0.0 (0: no metrics endpoint).
+    metrics_port: int = 0
+
+    def __repr__(self) -> str:
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            return "'***'" if name in _SECRETS and value else repr(value)
+
+        fields = ", ".join(f"{f.name}={shown(f.name)}" for f in msgspec.structs.fields(self))
+        return f"Settings({fields})"
 
     def __post_init__(self) -> None:
         if not _TOPIC_RE.fullmatch(self.topic):

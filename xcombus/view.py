@@ -31,10 +31,10 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from .errors import XComViewError, XComViewLockedError
+from .errors import XComQueryError, XComViewError, XComViewLockedError
 from .records import XComRecord
 
-__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter"]
+__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter", "acquire_write_lock"]
 
 VIEW_SCHEMA_VERSION = 1
 
@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS xcom (
 ) WITHOUT ROWID;
 -- include_prior_dates: the latest earlier run of a DAG that has a task's key.
 CREATE INDEX IF NOT EXISTS xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date);
+-- listings by push time (xcombus ls --since, the HTTP API's order_by=timestamp).
+CREATE INDEX IF NOT EXISTS xcom_by_timestamp ON xcom (timestamp);
 CREATE TABLE IF NOT EXISTS offsets (
     kafka_partition INTEGER PRIMARY KEY,
     next_offset     INTEGER NOT NULL,
@@ -130,8 +132,24 @@ class ViewBatch:
         self.superseded: list[tuple[Any, ...]] = []
 
 
-def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+def acquire_write_lock(path: Path) -> int:
+    """Take the exclusive writer lock of a view file (``<view>.lock``); return its fd.
+
+    Raises XComViewLockedError naming the holder's pid when another process has it.
+    """
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise XComViewLockedError(
+            f"another materializer (pid {holder}) is writing {path}; a view file has one "
+            "writer: stop it, or give this one its own XCOMBUS_VIEW_PATH") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class ViewWriter:
@@ -150,26 +168,11 @@ class ViewWriter:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _acquire_lock(self) -> None:
-        lock = _lock_path(self.path)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise XComViewLockedError(
-                f"another materializer (pid {holder}) is writing {self.path}; a view file has "
-                "one writer: stop it, or give this one its own XCOMBUS_VIEW_PATH") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
     async def open(self) -> None:
         """Lock the file, open it in WAL mode and create the schema if needed."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._acquire_lock()
+            self._lock_fd = acquire_write_lock(self.path)
         except OSError as exc:
             raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
         try:
@@ -268,6 +271,14 @@ class ViewWriter:
             os.close(fd)
 
 
+#: Largest page a listing returns.
+MAX_PAGE = 10_000
+_ORDERS = {
+    "identity": ("dag_id", "run_id", "task_id", "map_index", "key"),
+    "timestamp": ("timestamp", "dag_id", "run_id", "task_id", "map_index", "key"),
+}
+
+
 def _record(row: Sequence[Any]) -> XComRecord:
     return XComRecord(*row)
 
@@ -363,21 +374,64 @@ class ViewReader:
         order = {t: i for i, t in enumerate(task_ids)}
         return sorted(found, key=lambda r: (order[r.task_id], r.map_index))
 
-    def list(self, *, dag_id: str | None = None, run_id: str | None = None,
-             task_id: str | None = None, key: str | None = None,
-             map_index: int | None = None, limit: int = 100, offset: int = 0) -> list[XComRecord]:
-        """XComs matching the given filters, ordered by identity, paged."""
+    @staticmethod
+    def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         where, params = [], []
-        for column, value in (("dag_id", dag_id), ("run_id", run_id), ("task_id", task_id),
-                              ("key", key), ("map_index", map_index)):
+        for column in ("dag_id", "run_id", "task_id", "map_index", "key"):
+            value = filters.get(column)
             if value is not None:
                 where.append(f"{column}=?")
                 params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM xcom"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY dag_id, run_id, task_id, map_index, key LIMIT ? OFFSET ?"
+        if filters.get("since") is not None:
+            where.append("timestamp>=?")
+            params.append(filters["since"])
+        if filters.get("until") is not None:
+            where.append("timestamp<?")
+            params.append(filters["until"])
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def list(self, *, dag_id: str | None = None, run_id: str | None = None,
+             task_id: str | None = None, key: str | None = None, map_index: int | None = None,
+             since: int | None = None, until: int | None = None, order_by: str = "identity",
+             descending: bool = False, limit: int = 100, offset: int = 0) -> list[XComRecord]:
+        """XComs matching the filters (``since``/``until``: push time in µs, until excluded),
+        ordered by identity or by timestamp, paged by ``limit``/``offset``."""
+        columns = _ORDERS.get(order_by)
+        if columns is None:
+            raise XComQueryError(f"order_by must be one of {sorted(_ORDERS)}, not {order_by!r}")
+        if not 0 < limit <= MAX_PAGE or offset < 0:
+            raise XComQueryError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+                                         map_index=map_index, since=since, until=until))
+        direction = " DESC" if descending else ""
+        order = ", ".join(c + direction for c in columns)
+        sql = f"SELECT {_COLUMNS} FROM xcom{where} ORDER BY {order} LIMIT ? OFFSET ?"
         return [_record(r) for r in self._query(sql, [*params, limit, offset])]
+
+    def count(self, *, dag_id: str | None = None, run_id: str | None = None,
+              task_id: str | None = None, key: str | None = None, map_index: int | None = None,
+              since: int | None = None, until: int | None = None) -> int:
+        """How many XComs match the filters (what a pager shows as the total)."""
+        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+                                         map_index=map_index, since=since, until=until))
+        return int(self._query(f"SELECT count(*) FROM xcom{where}", params)[0][0])
+
+    def dags(self) -> list[tuple[str, int, int]]:
+        """``(dag_id, runs, xcoms)`` per DAG that has XComs."""
+        return [tuple(r) for r in self._query(
+            "SELECT dag_id, count(DISTINCT run_id), count(*) FROM xcom GROUP BY dag_id ORDER BY dag_id")]
+
+    def runs(self, dag_id: str) -> list[tuple[str, int | None, int, int]]:
+        """``(run_id, logical_date, xcoms, last_push_timestamp)`` per run, newest first."""
+        return [tuple(r) for r in self._query(
+            "SELECT run_id, max(logical_date), count(*), max(timestamp) FROM xcom WHERE dag_id=? "
+            "GROUP BY run_id ORDER BY max(logical_date) DESC, max(timestamp) DESC", (dag_id,))]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[tuple[str, int, int, int]]:
+        """``(task_id, map_index, xcoms, last_push_timestamp)`` per task instance of a run."""
+        return [tuple(r) for r in self._query(
+            "SELECT task_id, map_index, count(*), max(timestamp) FROM xcom WHERE dag_id=? AND run_id=? "
+            "GROUP BY task_id, map_index ORDER BY task_id, map_index", (dag_id, run_id))]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered events, oldest position first."""
