@@ -31,6 +31,7 @@ from .lookup import from_us, to_us
 from .materialize import fold
 from .records import XComRecord
 from .settings import Settings
+from .topic import describe_topic
 from .view import ViewWriter, acquire_write_lock
 
 __all__ = ["AuditEvent", "RebuildSummary", "VerifyResult", "history", "rebuild", "swap", "tail", "verify"]
@@ -98,14 +99,11 @@ async def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return consumer
 
 
-async def _partition_count(consumer: AIOKafkaConsumer, settings: Settings) -> int:
-    async with asyncio.timeout(settings.connect_timeout):
-        while True:
-            parts = consumer.partitions_for_topic(settings.topic)
-            if parts:
-                return len(parts)
-            if settings.topic not in await consumer.topics():  # refreshes the metadata
-                raise XComQueryError(f"topic {settings.topic!r} does not exist")
+async def _partition_count(settings: Settings) -> int:
+    info = await describe_topic(settings)
+    if info is None:
+        raise XComQueryError(f"topic {settings.topic!r} does not exist on {settings.bootstrap_servers}")
+    return info.partitions
 
 
 async def read_log(settings: Settings, partitions: Iterable[int] | None = None, *,
@@ -114,7 +112,7 @@ async def read_log(settings: Settings, partitions: Iterable[int] | None = None, 
     consumer = await _consumer(settings)
     try:
         if partitions is None:
-            partitions = range(await _partition_count(consumer, settings))
+            partitions = range(await _partition_count(settings))
         tps = [TopicPartition(settings.topic, p) for p in partitions]
         consumer.assign(tps)
         async with asyncio.timeout(settings.connect_timeout):
@@ -154,11 +152,7 @@ async def history(settings: Settings, dag_id: str, run_id: str, task_id: str, ke
     backend = backend or load_backend(settings)
     ti = TaskInstanceKey(dag_id, run_id, task_id, map_index).validated()
     raw_key = ti.encode()
-    consumer = await _consumer(settings)
-    try:
-        count = await _partition_count(consumer, settings)
-    finally:
-        await consumer.stop()
+    count = await _partition_count(settings)
     out: list[AuditEvent] = []
     async for batch in read_log(settings, [partition_for(raw_key, count)]):
         for rec in batch:
@@ -177,7 +171,7 @@ async def tail(settings: Settings, *, dag_id: str | None = None, run_id: str | N
     backend = backend or load_backend(settings)
     consumer = await _consumer(settings)
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(await _partition_count(consumer, settings))]
+        tps = [TopicPartition(settings.topic, p) for p in range(await _partition_count(settings))]
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
@@ -203,7 +197,7 @@ async def offsets_at(settings: Settings, moment: datetime) -> dict[int, int]:
     ms = (to_us(moment) or 0) // 1000 + 1
     consumer = await _consumer(settings)
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(await _partition_count(consumer, settings))]
+        tps = [TopicPartition(settings.topic, p) for p in range(await _partition_count(settings))]
         async with asyncio.timeout(settings.connect_timeout):
             found = await consumer.offsets_for_times(dict.fromkeys(tps, ms))
             ends = await consumer.end_offsets(tps)
@@ -244,7 +238,7 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
     if until_offsets is None:
         consumer = await _consumer(settings)
         try:
-            count = await _partition_count(consumer, settings)
+            count = await _partition_count(settings)
             tps = [TopicPartition(settings.topic, p) for p in range(count)]
             until_offsets = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -224,6 +225,134 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
                       _json.encode(light).decode() if not isinstance(light, str) else light,
                       f"{r.partition}:{r.offset}")
     Console().print(table)
+
+
+# -- audit: read the topic itself ---------------------------------------------------------
+@main.command()
+@_ti_options
+@click.option("--key", default="return_value", show_default=True)
+@click.option("--map-index", type=int, default=-1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as_json: bool) -> None:
+    """Every version of one XCom, read from the topic, with the clears in between."""
+    from .audit import history as read_history
+
+    events = _run(read_history(_settings(), dag_id, run_id, task_id, key, map_index))
+    if as_json:
+        for event in events:
+            click.echo(_json.encode(event).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"history of {dag_id}/{run_id}/{task_id}[{map_index}] {key!r}")
+    for column in ("partition:offset", "event", "time (UTC)", "producer", "try", "value"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(f"{e.partition}:{e.offset}", e.kind,
+                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f") if e.timestamp else "",
+                      e.producer or "", str(e.try_number or ""),
+                      "" if e.kind == "clear" else _json.encode(e.value).decode())
+    Console().print(table)
+    if not events:
+        click.echo(f"xcombus: no event for {key!r} of {dag_id}/{run_id}/{task_id}[{map_index}]", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--dag-id")
+@click.option("--run-id")
+@click.option("--task-id")
+@click.option("--key")
+@click.option("--from-beginning", is_flag=True, help="start at offset 0, not at the end")
+@click.option("--limit", type=click.IntRange(1), help="stop after this many events")
+def tail(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
+         from_beginning: bool, limit: int | None) -> None:
+    """Follow the topic: one JSON line per event, until Ctrl-C."""
+    from consumers.audit import main as run_audit
+
+    args = ["tail"]
+    for name, value in (("--dag-id", dag_id), ("--run-id", run_id), ("--task-id", task_id),
+                        ("--key", key), ("--limit", limit)):
+        if value is not None:
+            args += [name, str(value)]
+    if from_beginning:
+        args.append("--from-beginning")
+    sys.exit(run_audit(args))
+
+
+def _parse_offsets(text: str | None) -> dict[int, int] | None:
+    if text is None:
+        return None
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        return {int(p): int(o) for p, o in pairs}
+    except ValueError:
+        raise click.BadParameter("use PARTITION:OFFSET,... e.g. 0:120,1:98",
+                                 param_hint="--until-offsets") from None
+
+
+@main.command()
+@click.option("--into", required=True, type=click.Path(dir_okay=False), help="the new view file")
+@click.option("--until", "until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f",
+                                                      "%Y-%m-%d %H:%M:%S"]),
+              help="the view as it was at this UTC moment")
+@click.option("--until-offsets", help="PARTITION:OFFSET,... (first offsets not applied)")
+@click.option("--swap", is_flag=True, help="then replace the live view (XCOMBUS_VIEW_PATH) with it")
+def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> None:
+    """Build a view from offset 0 of the topic, with progress; optionally swap it in."""
+    from datetime import UTC
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .audit import rebuild as run_rebuild
+    from .audit import swap as run_swap
+
+    if until is not None and until_offsets is not None:
+        raise click.UsageError("give --until or --until-offsets, not both")
+    settings = _settings()
+    with Progress(TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as progress:
+        job = progress.add_task("rebuild", total=None, rate="")
+        started = time.perf_counter()
+
+        def on_progress(done: int, total: int) -> None:
+            rate = done / max(1e-9, time.perf_counter() - started)
+            progress.update(job, completed=done, total=total, rate=f"{rate:,.0f} events/s")
+
+        summary = _run(run_rebuild(settings, into, until=until.replace(tzinfo=UTC) if until else None,
+                                   until_offsets=_parse_offsets(until_offsets), on_progress=on_progress))
+    click.echo(f"rebuilt {summary.path}: {summary.events} events -> {summary.rows} rows, "
+               f"{summary.dead_letters} dead letters, offsets {summary.offsets}, "
+               f"{summary.seconds:.2f}s ({summary.events / max(summary.seconds, 1e-9):,.0f} events/s)")
+    if swap:
+        try:
+            run_swap(into, settings.view_path)
+        except XComBusError as exc:
+            click.echo(f"xcombus: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"swapped into {settings.view_path}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False))
+def verify(a: str, b: str) -> None:
+    """Compare two views row for row; exit 1 and list the differences if they differ."""
+    from .audit import verify as run_verify
+
+    try:
+        result = run_verify(a, b)
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(2)
+    if result.same:
+        click.echo(f"identical: {result.rows_a} rows at offsets {result.offsets_a}")
+        return
+    click.echo(f"different: {result.rows_a} rows in A, {result.rows_b} in B")
+    for line in result.differences:
+        click.echo(f"  {line}")
+    sys.exit(1)
 
 
 @main.command()
