@@ -22,7 +22,14 @@ log = logging.getLogger("xcombus.materializer")
 
 async def run(settings: Settings) -> None:
     """Run one materializer until a stop signal arrives."""
-    materializer = Materializer(settings)
+    metrics = None
+    if settings.metrics_port:
+        from xcombus.metrics import MaterializerMetrics
+
+        metrics = MaterializerMetrics()
+        metrics.serve(settings.metrics_port)
+        log.info("Prometheus metrics on port %d", settings.metrics_port)
+    materializer = Materializer(settings, metrics=metrics)
     await materializer.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

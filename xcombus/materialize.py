@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from .backends import BaseXCom, load_backend
 from .errors import XComBrokerError, XComIdentifierError, XComViewError
 from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
+from .metrics import MaterializerMetrics
 from .records import XComRecord
 from .settings import Settings
 from .topic import ensure_topic
@@ -129,8 +130,10 @@ class Materializer:
     context manager it runs the loop in a background task.
     """
 
-    def __init__(self, settings: Settings, *, backend: type[BaseXCom] | None = None) -> None:
+    def __init__(self, settings: Settings, *, backend: type[BaseXCom] | None = None,
+                 metrics: MaterializerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.backend = backend or load_backend(settings)
         self.writer = ViewWriter(settings.view_path, topic=settings.topic)
         #: partition -> next offset, as committed to the view (mirrors the offsets table).
@@ -196,9 +199,13 @@ class Materializer:
             data = getmany.result()
             if data:
                 await self.apply({tp.partition: recs for tp, recs in data.items()})
+            if self.metrics is not None:
+                self.metrics.positions(self.applied, {tp.partition: consumer.highwater(tp)
+                                                      for tp in consumer.assignment()})
 
     async def apply(self, records: Mapping[int, Sequence[Any]]) -> None:
         """Fold and commit one fetched batch, then tell waiters and (lazily) Kafka."""
+        started = time.perf_counter()
         batch = fold(records, self.applied, self.backend)
         if not batch.offsets:
             return
@@ -212,6 +219,8 @@ class Materializer:
                         dead.reason)
         if track:
             await self._purge([*replaced, *(XComRecord(*row) for row in batch.superseded)])
+        if self.metrics is not None:
+            self.metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.
         self.visible.update(batch.offsets)
         progress, self._progress = self._progress, asyncio.Event()
