@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .backends import BaseXCom, load_backend
+from .connection import kafka_options
 from .errors import XComBrokerError, XComQueryError, XComTimeoutError, XComViewError
 from .events import Clear, EventDecodeError, TaskInstanceKey, decode_event, decode_ti_key, partition_for
 from .lookup import from_us, to_us
@@ -84,7 +85,7 @@ def _audit_event(rec: Any, backend: type[BaseXCom]) -> AuditEvent:
 
 
 async def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(**kafka_options(settings),
                                 client_id=f"{settings.client_id}-audit", group_id=None,
                                 enable_auto_commit=False, isolation_level="read_committed",
                                 max_partition_fetch_bytes=4 * 1024 * 1024)

@@ -23,8 +23,9 @@ import socket
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 
@@ -59,12 +60,12 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 _SERVER_PROPERTIES = """# Written by xcombus: a single-node KRaft broker on loopback.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={protocol}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map={protocol}:{protocol},CONTROLLER:PLAINTEXT
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name={protocol}
 log.dirs={data}
 num.partitions=1
 # xcombus creates its topic explicitly (partitions, retention, cleanup.policy=delete).
@@ -76,6 +77,15 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+"""
+
+# SASL/PLAIN on the client listener (tests of authenticated clients). The broker talks to
+# itself as the first user.
+_SASL_PROPERTIES = """sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+  org.apache.kafka.common.security.plain.PlainLoginModule required \
+  username="{user}" password="{password}" {users};
 """
 
 _LOG4J2_PROPERTIES = """status = warn
@@ -127,8 +137,14 @@ class LocalBroker:
         *,
         port: int | None = None,
         kafka_version: str = KAFKA_VERSION,
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
         env_port = os.environ.get("XCOMBUS_BROKER_PORT")
+        #: user -> password: when given, the client listener is SASL_PLAINTEXT with PLAIN.
+        self.sasl_users = dict(sasl_users or {})
+        for user, password in self.sasl_users.items():
+            if not user.isidentifier() or '"' in password or "\\" in password:
+                raise XComConfigError(f"SASL user {user!r}: use an identifier and a password without quotes")
         self.port = int(port or env_port or 9092)
         if not 1 <= self.port <= 65534:
             raise XComConfigError(f"broker port {self.port} is out of range")
@@ -187,8 +203,14 @@ class LocalBroker:
     def _write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
-        config.write_text(_SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data=self.home / "data"))
+        text = _SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data=self.home / "data",
+            protocol="SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT")
+        if self.sasl_users:
+            (user, password), = list(self.sasl_users.items())[:1]
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            text += _SASL_PROPERTIES.format(user=user, password=password, users=users)
+        config.write_text(text)
         (self.home / "log4j2.properties").write_text(_LOG4J2_PROPERTIES.format(log=self.log_file))
         return config
 
@@ -251,7 +273,7 @@ class LocalBroker:
             try:
                 # A plain TCP connect first keeps aiokafka from logging refused connections.
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                asyncio.run(_probe(self.bootstrap_servers))
+                _run_blocking(_probe(self.bootstrap_servers, self.sasl_users))
                 return
             except Exception as exc:  # any failure means "not ready yet"; keep the reason
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -293,16 +315,32 @@ class LocalBroker:
         }
 
 
+def _run_blocking(coro: Any) -> None:
+    """asyncio.run, also from code that already runs inside an event loop (a thread then)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def _reap(pid: int) -> None:
     """Collect our exited child so its /proc entry (a zombie) disappears."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
 
-async def _probe(bootstrap_servers: str) -> None:
+async def _probe(bootstrap_servers: str, sasl_users: dict[str, str]) -> None:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    auth: dict[str, str] = {}
+    if sasl_users:
+        user, password = next(iter(sasl_users.items()))
+        auth = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": user, "sasl_plain_password": password}
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **auth)
     try:
         await asyncio.wait_for(client.bootstrap(), 5)
         if not client.cluster.brokers():

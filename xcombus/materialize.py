@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .backends import BaseXCom, load_backend
+from .connection import kafka_options
 from .errors import XComBrokerError, XComIdentifierError, XComViewError
 from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
 from .metrics import MaterializerMetrics
@@ -157,7 +158,7 @@ class Materializer:
             self.visible = dict(self.applied)
             await ensure_topic(s)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.bootstrap_servers,
+                **kafka_options(s),
                 client_id=f"{s.client_id}-materializer",
                 group_id=s.effective_group_id,
                 enable_auto_commit=False,

@@ -28,6 +28,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from .connection import kafka_options
 from .errors import (
     XComBrokerError,
     XComClosedError,
@@ -81,7 +82,7 @@ class Publisher:
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
+            **kafka_options(s),
             client_id=s.client_id,
             enable_idempotence=True,  # implies acks=all
             max_batch_size=_MAX_BATCH_BYTES,

@@ -25,7 +25,7 @@ _SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
 Consistency = Literal["strong", "eventual"]
 #: Fields whose values are secrets: masked wherever settings are printed.
-_SECRETS = frozenset({"api_token"})
+_SECRETS = frozenset({"api_token", "sasl_password"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +71,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_token: str = ""
     #: The materializer's Prometheus metrics port on 0.0.0.0 (0: no metrics endpoint).
     metrics_port: int = 0
+    #: How every Kafka client connects: passed through to aiokafka.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    #: A secret: never logged, masked in repr().
+    sasl_password: str = ""
+    #: TLS: CA bundle, and a client certificate and key for mutual TLS (PEM files).
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
 
     def __repr__(self) -> str:
         def shown(name: str) -> str:
@@ -101,6 +111,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise XComConfigError("partitions and replication_factor must be at least 1")
         if self.max_value_bytes < 1:
             raise XComConfigError("max_value_bytes must be positive")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise XComConfigError(
+                f"security_protocol {self.security_protocol} needs XCOMBUS_SASL_USERNAME and "
+                "XCOMBUS_SASL_PASSWORD")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise XComConfigError(f"{name} {path!r} is not a readable file")
         if self.object_storage_threshold < -1:
             raise XComConfigError("object_storage_threshold must be -1 (never), 0 (always) or a size")
 

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from .connection import kafka_options
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 from .settings import Settings
 
@@ -48,7 +49,7 @@ class TopicInfo(NamedTuple):
 async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     """An admin client whose whole use is bounded, with Kafka errors translated to ours."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_options(settings),
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=int(settings.connect_timeout * 1000),
     )

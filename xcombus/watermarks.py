@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from .connection import kafka_options
 from .errors import XComBrokerError, XComTimeoutError
 from .settings import Settings
 
@@ -35,7 +36,7 @@ class EndOffsets:
             if self._consumer is None:
                 s = self._settings
                 consumer = AIOKafkaConsumer(
-                    bootstrap_servers=s.bootstrap_servers,
+                    **kafka_options(s),
                     client_id=f"{s.client_id}-offsets",
                     group_id=None,
                     enable_auto_commit=False,

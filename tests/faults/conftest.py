@@ -1,0 +1,50 @@
+"""Fixtures for the fault suite: brokers of its own (to restart, to secure) and soak sizes.
+
+The suite runs in a bounded form by default; ``XCOMBUS_SOAK=1`` runs the long forms
+recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from xcombus.broker import LocalBroker
+
+SOAK = os.environ.get("XCOMBUS_SOAK") == "1"
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 also free (the broker's controller listens on P+1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]:
+    """Start brokers private to one test (so it may stop, restart or secure them)."""
+    started: list[LocalBroker] = []
+
+    def start(**kwargs: object) -> LocalBroker:
+        broker = LocalBroker(tmp_path / f"broker{len(started)}", port=free_port_pair(), **kwargs)  # type: ignore[arg-type]
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
