@@ -34,6 +34,16 @@ class ZlibJsonXCom(MsgspecXCom):
         return zlib.compress(super().serialize_value(value, **kwargs), level=6)
 
     @classmethod
+    def check_stored(cls, value: bytes, codec: str) -> None:
+        """What the materializer checks before storing a push: zlib around valid JSON."""
+        if codec == cls.codec:
+            try:
+                value = zlib.decompress(value)
+            except zlib.error as exc:
+                raise ValueError(f"not zlib data: {exc}") from None
+        super().check_stored(value, MsgspecXCom.codec)
+
+    @classmethod
     def _plain(cls, result: XComRecord) -> XComRecord:
         if result.codec != cls.codec:
             return result  # written by the default backend: plain typed JSON

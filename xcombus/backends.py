@@ -65,6 +65,12 @@ class BaseXCom:
         return codec == cls.codec or codec in cls.readable_codecs
 
     @classmethod
+    def check_stored(cls, value: bytes, codec: str) -> None:
+        """Cheaply check a push's bytes (of a codec this backend reads) before the
+        materializer stores them; raise ValueError to dead-letter the event instead.
+        The default accepts everything."""
+
+    @classmethod
     def serialize_value(
         cls,
         value: Any,
@@ -113,6 +119,13 @@ class MsgspecXCom(BaseXCom):
         cls._serde = Serde(settings.allowed_class_patterns)
 
     @classmethod
+    def check_stored(cls, value: bytes, codec: str) -> None:
+        try:
+            _json_check.decode(value)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"the value is not valid JSON: {exc}") from None
+
+    @classmethod
     def serialize_value(cls, value: Any, *, key: str | None = None, **_: Any) -> bytes:
         try:
             return cls._serde.dumps(value)
@@ -147,6 +160,10 @@ class MsgspecXCom(BaseXCom):
                 f"{_where(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
                 "xcombus.backends.ObjectStorageXCom to read it")
         return cls._rebuild(result, tree)
+
+
+# Only checks the bytes are JSON: Raw leaves the document unparsed beyond its syntax.
+_json_check = msgspec.json.Decoder(msgspec.Raw)
 
 
 class ObjectRef(msgspec.Struct, frozen=True):

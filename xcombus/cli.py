@@ -355,6 +355,47 @@ def verify(a: str, b: str) -> None:
     sys.exit(1)
 
 
+@main.group()
+def deadletters() -> None:
+    """Events the materializer could not apply: list them, retry them after a fix."""
+
+
+@deadletters.command("list")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def deadletters_list(limit: int, as_json: bool) -> None:
+    """List dead letters (partition, offset, reason, the raw key)."""
+    from .view import ViewReader
+
+    settings = _settings()
+    try:
+        reader = ViewReader(settings.view_path)
+        try:
+            dead = reader.dead_letters(limit=limit)
+        finally:
+            reader.close()
+    except XComBusError as exc:
+        click.echo(f"xcombus: {exc}", err=True)
+        sys.exit(1)
+    for d in dead:
+        key = d.key.decode(errors="replace") if d.key is not None else None
+        if as_json:
+            click.echo(_json.encode({"partition": d.partition, "offset": d.offset, "key": key,
+                                     "value_bytes": None if d.value is None else len(d.value),
+                                     "reason": d.reason}).decode())
+        else:
+            click.echo(f"{d.partition}:{d.offset}  key={key!r}  {d.reason}")
+
+
+@deadletters.command("retry")
+def deadletters_retry() -> None:
+    """Re-apply dead letters that now decode (stop the materializer first)."""
+    from .deadletters import retry_dead_letters
+
+    summary = _run(retry_dead_letters(_settings()))
+    click.echo(_json.encode(summary).decode())
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)

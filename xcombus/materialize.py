@@ -72,7 +72,7 @@ def fold(
                         gone = rows.pop((*ti, key))
                         if track:
                             batch.superseded.append(gone)
-                    batch.clears.append(ti)
+                    batch.clears.append((*ti, partition, offset))
                     continue
                 try:
                     validate_key(event.key)
@@ -82,6 +82,10 @@ def fold(
                     raise EventDecodeError(
                         f"codec {event.codec!r} cannot be read by the configured backend "
                         f"{backend.__module__}.{backend.__qualname__}")
+                try:
+                    backend.check_stored(event.value, event.codec)
+                except ValueError as exc:
+                    raise EventDecodeError(f"{backend.__qualname__} refuses the value: {exc}") from None
             except EventDecodeError as exc:
                 batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value, str(exc),
                                              rec.timestamp))

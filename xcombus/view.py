@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS xcom (
     kafka_offset    INTEGER NOT NULL,
     PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
 ) WITHOUT ROWID;
+-- The last clear of each task instance: retried dead letters must not resurrect what a
+-- later clear removed.
+CREATE TABLE IF NOT EXISTS ti_clear (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+) WITHOUT ROWID;
 -- include_prior_dates: the latest earlier run of a DAG that has a task's key.
 CREATE INDEX IF NOT EXISTS xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date);
 -- listings by push time (xcombus ls --since, the HTTP API's order_by=timestamp).
@@ -91,6 +99,8 @@ ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
     kafka_offset=excluded.kafka_offset
 """
 _CLEAR = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?"
+_CLEAR_MARK = ("INSERT OR REPLACE INTO ti_clear (dag_id, run_id, task_id, map_index, kafka_partition, "
+               "kafka_offset) VALUES (?,?,?,?,?,?)")
 _DEAD = ("INSERT OR REPLACE INTO dead_letter (kafka_partition, kafka_offset, message_key, "
          "message_value, reason, kafka_timestamp) VALUES (?,?,?,?,?,?)")
 _OFFSET = """
@@ -118,8 +128,8 @@ class ViewBatch:
     __slots__ = ("clears", "dead", "events", "offsets", "superseded", "upserts")
 
     def __init__(self) -> None:
-        #: Task instances ``(dag_id, run_id, task_id, map_index)`` whose rows to delete.
-        self.clears: list[tuple[str, str, str, int]] = []
+        #: Clears to apply: ``(dag_id, run_id, task_id, map_index, partition, offset)``.
+        self.clears: list[tuple[str, str, str, int, int, int]] = []
         #: Rows in ``_COLUMNS`` order, at most one per XCom (the batch is folded).
         self.upserts: list[tuple[Any, ...]] = []
         self.dead: list[DeadLetter] = []
@@ -225,7 +235,8 @@ class ViewWriter:
                 if collect_replaced:
                     replaced = await self._existing(batch)
                 if batch.clears:
-                    await db.executemany(_CLEAR, batch.clears)
+                    await db.executemany(_CLEAR, [c[:4] for c in batch.clears])
+                    await db.executemany(_CLEAR_MARK, batch.clears)
                 if batch.upserts:
                     await db.executemany(_UPSERT, batch.upserts)
                 if batch.dead:
@@ -247,9 +258,9 @@ class ViewWriter:
     async def _existing(self, batch: ViewBatch) -> list[XComRecord]:
         """Stored rows that the batch's clears delete or its upserts overwrite."""
         db, found = self.db, {}
-        for ti in batch.clears:
+        for clear in batch.clears:
             for row in await db.execute_fetchall(f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND "
-                                                 "run_id=? AND task_id=? AND map_index=?", ti):
+                                                 "run_id=? AND task_id=? AND map_index=?", clear[:4]):
                 found[tuple(row[:5])] = row
         keys = [row[:5] for row in batch.upserts]
         for i in range(0, len(keys), 500):  # row-value IN, within SQLite's parameter limit

@@ -49,7 +49,7 @@ def test_fold_keeps_last_push_per_xcom() -> None:
 
 def test_fold_clear_drops_earlier_pushes_of_the_batch() -> None:
     batch = fold({0: recs(push("a", b"1"), push("b", b"2"), clear(), push("a", b"4"))}, {}, MsgspecXCom)
-    assert batch.clears == [TI]
+    assert batch.clears == [(*TI, 0, 2)]  # the task instance, where the clear stands
     assert [(row[4], row[5]) for row in batch.upserts] == [("a", b"4")]
 
 
@@ -151,7 +151,7 @@ async def test_readers_in_other_processes_never_see_half_a_batch(tmp_path: Path)
             assert r.wait(60)
         offset = 0
         for b in range(300):  # every event is a new XCom, so rows == events at each commit
-            events = [push(f"k{b}-{i}", b"v") for i in range(50)]
+            events = [push(f"k{b}-{i}", b"\"v\"") for i in range(50)]
             await writer.apply(fold({0: recs(*events, start=offset)}, {0: offset}, MsgspecXCom))
             offset += len(events)
         done.set()
