@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import importlib
 import posixpath
+import re
 import uuid
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -122,7 +123,7 @@ class MsgspecXCom(BaseXCom):
     def check_stored(cls, value: bytes, codec: str) -> None:
         try:
             _json_check.decode(value)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"the value is not valid JSON: {exc}") from None
 
     @classmethod
@@ -142,7 +143,7 @@ class MsgspecXCom(BaseXCom):
                 f"{cls.__name__} cannot read: configure the backend that wrote it")
         try:
             return msgspec.json.decode(result.value)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise XComSerializationError(f"{_where(result)} is not valid JSON: {exc}") from None
 
     @classmethod
@@ -189,6 +190,7 @@ class ObjectRef(msgspec.Struct, frozen=True):
 
 
 _SUFFIX = {"": "", "gzip": ".gz", "zstd": ".zst"}
+_OBJECT_NAME = re.compile(r"[0-9a-f]{32}\.json(\.gz|\.zst)?")
 
 
 def _safe_part(part: object) -> str:
@@ -261,12 +263,29 @@ class ObjectStorageXCom(MsgspecXCom):
         return data
 
     @classmethod
+    def _inside_base(cls, path: str) -> bool:
+        root = posixpath.normpath(cls._base).rstrip("/") + "/"
+        return posixpath.normpath(path).startswith(root) and ".." not in path.split("/")
+
+    @classmethod
     def object_path(cls, *, dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any) -> str:
         """Where a new object for this XCom goes; every part is sanitised."""
         parts = [_safe_part(p) for p in (dag_id, run_id, task_id, map_index, key)]
         path = posixpath.join(cls._base, *parts, f"{uuid.uuid4().hex}.json{_SUFFIX[cls._compression]}")
-        if not posixpath.normpath(path).startswith(posixpath.normpath(cls._base) + "/"):
+        if not cls._inside_base(path):
             raise XComSerializationError(f"refusing object path {path!r} outside {cls._base!r}")
+        return path
+
+    @classmethod
+    def _local_path(cls, ref: ObjectRef) -> str:
+        """The storage path of a reference read from the topic, refused unless it is one of
+        ours: under the configured base and named like the objects this backend writes.
+        (Anyone who can write to the topic could otherwise make readers read, and the
+        materializer delete, any file.)"""
+        path = cls._fs._strip_protocol(ref.url)
+        if not (cls._inside_base(path) and _OBJECT_NAME.fullmatch(posixpath.basename(path))):
+            raise XComSerializationError(
+                f"refusing object reference {ref.url!r}: not an object of {cls._base!r}")
         return path
 
     @classmethod
@@ -299,7 +318,7 @@ class ObjectStorageXCom(MsgspecXCom):
             return cls._rebuild(result, tree)
         ref = ObjectRef.from_tree(tree)
         try:
-            with cls._fs.open(cls._fs._strip_protocol(ref.url), "rb") as f:
+            with cls._fs.open(cls._local_path(ref), "rb") as f:
                 blob = f.read()
         except FileNotFoundError as exc:
             raise XComNotFoundError(
@@ -311,7 +330,21 @@ class ObjectStorageXCom(MsgspecXCom):
         if hashlib.sha256(data).hexdigest() != ref.sha256:
             raise XComSerializationError(f"the payload of {_where(result)} at {ref.url} is corrupt "
                                          "(its SHA-256 does not match the reference)")
-        return cls._rebuild(result, msgspec.json.decode(data))
+        try:
+            tree = msgspec.json.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise XComSerializationError(f"the payload of {_where(result)} is not JSON: {exc}") from None
+        return cls._rebuild(result, tree)
+
+    @classmethod
+    def check_stored(cls, value: bytes, codec: str) -> None:
+        super().check_stored(value, codec)
+        tree = msgspec.json.decode(value)
+        if ObjectRef.is_ref(tree):
+            try:
+                cls._local_path(ObjectRef.from_tree(tree))
+            except (XComSerializationError, msgspec.ValidationError) as exc:
+                raise ValueError(str(exc)) from None
 
     @classmethod
     def orm_deserialize_value(cls, result: XComRecord) -> Any:
@@ -331,8 +364,9 @@ class ObjectStorageXCom(MsgspecXCom):
     def purge(cls, result: XComRecord) -> None:
         ref = cls.reference(result)
         if ref is not None:
+            path = cls._local_path(ref)
             with contextlib.suppress(FileNotFoundError):
-                cls._fs.rm(cls._fs._strip_protocol(ref.url))
+                cls._fs.rm(path)
 
 
 @cache

@@ -194,7 +194,7 @@ class XComBus:
     # -- pull ---------------------------------------------------------------------------
     def _view(self) -> ViewReader:
         if self._reader is None:
-            self._reader = ViewReader(self.settings.view_path)
+            self._reader = ViewReader(self.settings.view_path, topic=self.settings.topic)
         return self._reader
 
     async def wait_visible(self, partitions: Iterable[int], *, timeout: float | None = None) -> None:
@@ -205,11 +205,21 @@ class XComBus:
         timeout = self.settings.pull_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        targets = await self._end_offsets.get(sorted(set(partitions)), timeout)
+        try:
+            async with asyncio.timeout(timeout):  # the broker round trip counts too
+                targets = await self._end_offsets.get(sorted(set(partitions)), timeout)
+        except TimeoutError:
+            raise XComTimeoutError(f"Kafka did not report end offsets within {timeout:g}s") from None
         targets = {p: o for p, o in targets.items() if o > 0}
         delay = _POLL_MIN
         while True:
             applied = self._applied_offsets()
+            ahead = {p: (applied[p], end) for p, end in targets.items() if applied.get(p, 0) > end}
+            if ahead:
+                raise XComViewError(
+                    f"the view at {self.settings.view_path} is ahead of topic {self.settings.topic!r} "
+                    f"(partition: (view, log end) {ahead}): the topic was re-created or truncated; "
+                    "rebuild the view (xcombus rebuild)")
             lagging = {p: (applied.get(p, 0), end) for p, end in targets.items()
                        if applied.get(p, 0) < end}
             if not lagging:
@@ -327,7 +337,7 @@ class TaskInstance:
         the view, bounded by ``pull_timeout``); ``consistency="eventual"`` reads the view
         as it is.
         """
-        same_run = run_id is None and dag_id is None
+        same_run = run_id in (None, self.run_id) and dag_id in (None, self.dag_id)
         dag_id = dag_id or self.dag_id
         run_id = run_id or self.run_id
         single_task = task_ids is None or isinstance(task_ids, str)

@@ -109,7 +109,7 @@ def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
         raise EventDecodeError("message has no key (expected a task instance key)")
     try:
         return TaskInstanceKey(*_key_decoder.decode(raw)).validated()
-    except (msgspec.DecodeError, XComIdentifierError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, XComIdentifierError) as exc:
         raise EventDecodeError(f"message key is not a valid task instance key: {exc}") from None
 
 
@@ -183,7 +183,7 @@ def decode_event(raw: bytes | None) -> Event:
         raise EventDecodeError("message has no value (tombstone); xcombus never writes one")
     try:
         event = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a str field
         raise EventDecodeError(f"undecodable event: {exc}") from None
     if event.schema > SCHEMA_VERSION or event.schema < 1:
         raise EventDecodeError(

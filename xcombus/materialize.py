@@ -90,6 +90,11 @@ def fold(
                 batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value, str(exc),
                                              rec.timestamp))
                 continue
+            except Exception as exc:  # a bug of ours or a backend's: park the event, loudly
+                log.exception("unexpected error decoding partition %d offset %d", partition, offset)
+                batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value,
+                                             f"unexpected {type(exc).__name__}: {exc}", rec.timestamp))
+                continue
             ident = (*ti, event.key)
             if track and ident in rows:
                 batch.superseded.append(rows[ident])
@@ -119,12 +124,35 @@ class _SeekToView(ConsumerRebalanceListener):
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        consumer = self._m._consumer
+        m = self._m
+        consumer = m._consumer
         assert consumer is not None
-        for tp in assigned:
-            consumer.seek(tp, self._m.applied.get(tp.partition, 0))
-        log.info("partitions assigned: %s", {tp.partition: self._m.applied.get(tp.partition, 0)
-                                             for tp in assigned})
+        tps = list(assigned)
+        try:
+            async with asyncio.timeout(m.settings.connect_timeout):
+                ends = await consumer.end_offsets(tps)
+                starts = await consumer.beginning_offsets(tps)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("could not check the log bounds of %s: %r", tps, exc)
+            ends = starts = {}
+        ahead = {tp.partition: (m.applied[tp.partition], ends[tp]) for tp in tps
+                 if tp in ends and m.applied.get(tp.partition, 0) > ends[tp]}
+        if ahead:
+            # The log is shorter than what the view applied: the topic was deleted and
+            # re-created (or truncated). Going on would skip every new event.
+            m.fail(XComViewError(
+                f"the view at {m.writer.path} is ahead of topic {m.settings.topic!r} "
+                f"(partition: (view, log end) {ahead}): the topic was re-created or truncated; "
+                "rebuild the view into a new file (xcombus rebuild) and use that"))
+            return
+        for tp in tps:
+            offset = m.applied.get(tp.partition, 0)
+            if 0 < offset < starts.get(tp, 0):
+                log.error("partition %d: events %d..%d were deleted by retention before this view "
+                          "applied them; continuing from %d", tp.partition, offset, starts[tp] - 1,
+                          starts[tp])
+            consumer.seek(tp, offset)
+        log.info("partitions assigned: %s", {tp.partition: m.applied.get(tp.partition, 0) for tp in tps})
 
 
 class Materializer:
@@ -152,6 +180,8 @@ class Materializer:
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_kafka_commit = 0.0
+        self._kafka_commit: asyncio.Task[None] | None = None
+        self._fatal: Exception | None = None
 
     async def start(self) -> None:
         """Open the view and join the consumer group; fail within connect_timeout."""
@@ -190,6 +220,8 @@ class Materializer:
         if consumer is None:
             raise XComViewError("call start() before run()")
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             getmany = asyncio.ensure_future(consumer.getmany(timeout_ms=_POLL_MS,
                                                              max_records=_MAX_RECORDS))
             stop_wait = asyncio.ensure_future(self._stopping.wait())
@@ -202,6 +234,8 @@ class Materializer:
                     await getmany
                 break
             data = getmany.result()
+            if self._fatal is not None:
+                raise self._fatal
             if data:
                 await self.apply({tp.partition: recs for tp, recs in data.items()})
             if self.metrics is not None:
@@ -248,21 +282,34 @@ class Materializer:
             run()
 
     async def _commit_to_kafka(self, *, force: bool) -> None:
-        # For lag tooling only: the view's own offsets decide where to resume.
+        """Commit the view's offsets to Kafka, for lag tooling only, at most once a second.
+
+        In the background: an unavailable group coordinator must never stall the view.
+        """
         consumer = self._consumer
         now = time.monotonic()
         if consumer is None or (not force and now - self._last_kafka_commit < 1.0):
             return
+        if self._kafka_commit is not None and not self._kafka_commit.done():
+            if not force:
+                return
+            await asyncio.wait({self._kafka_commit}, timeout=5)
         self._last_kafka_commit = now
         topic = self.settings.topic
         assigned = {tp.partition for tp in consumer.assignment()}
         offsets = {TopicPartition(topic, p): o for p, o in self.applied.items() if p in assigned}
         if not offsets:
             return
-        try:
-            await asyncio.wait_for(consumer.commit(offsets), 5)
-        except (KafkaError, TimeoutError) as exc:
-            log.info("Kafka offset commit skipped (only lag tooling reads it): %r", exc)
+
+        async def commit() -> None:
+            try:
+                await asyncio.wait_for(consumer.commit(offsets), 5)
+            except (KafkaError, TimeoutError) as exc:
+                log.info("Kafka offset commit skipped (only lag tooling reads it): %r", exc)
+
+        self._kafka_commit = asyncio.get_running_loop().create_task(commit())
+        if force:
+            await self._kafka_commit
 
     async def wait_progress(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the next batch is committed to the view."""
@@ -275,6 +322,11 @@ class Materializer:
         if task is not None and task.done() and not task.cancelled() and task.exception():
             raise XComViewError(f"the in-process materializer stopped: {task.exception()}") \
                 from task.exception()
+
+    def fail(self, error: Exception) -> None:
+        """Stop the loop with an error (run() raises it)."""
+        self._fatal = error
+        self._stopping.set()
 
     def stop(self) -> None:
         """Ask run() to return after the batch in hand."""
@@ -297,14 +349,20 @@ class Materializer:
         """Stop the loop, commit offsets to Kafka, leave the group, close the view."""
         self.stop()
         task, self._task = self._task, None
-        if task is not None:
-            try:
-                await task
-            except Exception:
-                log.exception("the materializer loop failed")
-        if self._consumer is not None:
-            await self._commit_to_kafka(force=True)
-            consumer, self._consumer = self._consumer, None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), self.settings.connect_timeout)
-        await self.writer.aclose()
+        try:
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    if not task.cancelled():
+                        raise  # we are being cancelled ourselves: still tear down (finally)
+                except Exception:
+                    log.exception("the materializer loop failed")
+        finally:
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._commit_to_kafka(force=True)
+                consumer, self._consumer = self._consumer, None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), self.settings.connect_timeout)
+            await self.writer.aclose()

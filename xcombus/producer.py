@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Kafka's default max.message.bytes is 1,048,588 for a whole record batch.
 _MAX_BATCH_BYTES = 1_040_000
+#: The largest record (key + value) a batch can carry, leaving room for batch headers.
+MAX_RECORD_BYTES = _MAX_BATCH_BYTES - 1024
 # Errors after which an idempotent aiokafka producer never recovers (aiokafka #1017):
 # the only cure is a new producer, i.e. a new producer id.
 _FATAL_PRODUCER_ERRORS = (
@@ -54,12 +56,13 @@ _Item = tuple[bytes, bytes, "asyncio.Future[Receipt]"]
 
 
 class _Lane:
-    __slots__ = ("born", "items", "task", "wake")
+    __slots__ = ("items", "newest", "task", "wake")
 
     def __init__(self) -> None:
         self.items: list[_Item] = []
-        #: Loop time at which the oldest pending item arrived; its push_timeout runs from here.
-        self.born = 0.0
+        #: Loop time at which the newest pending item arrived: the pending list expires
+        #: push_timeout after it, so no push ever fails before its own push_timeout.
+        self.newest = 0.0
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -77,7 +80,7 @@ class Publisher:
         self._lanes: dict[int, _Lane] = {}
         self._closed = False
         self._reset_lock = asyncio.Lock()
-        self.partitions = 0
+        self._resets: set[asyncio.Task[None]] = set()
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
@@ -98,18 +101,17 @@ class Publisher:
             async with asyncio.timeout(s.connect_timeout):
                 await producer.start()
                 partitions = await producer.partitions_for(self._topic)
-        except (TimeoutError, KafkaError, OSError) as exc:
+            if not partitions:
+                raise XComBrokerError(f"topic {self._topic!r} has no partitions")
+        except BaseException as exc:  # cancellation included: never leak a half-started producer
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise XComBrokerError(
-                f"cannot connect a producer to Kafka at {s.bootstrap_servers} within "
-                f"{s.connect_timeout:g}s ({type(exc).__name__}: {exc}); start a broker "
-                "(xcombus broker start) or set XCOMBUS_BOOTSTRAP_SERVERS"
-            ) from exc
-        if not partitions:
-            await producer.stop()
-            raise XComBrokerError(f"topic {self._topic!r} has no partitions")
-        self.partitions = len(partitions)
+            if isinstance(exc, TimeoutError | KafkaError | OSError):
+                raise XComBrokerError(
+                    f"cannot connect a producer to Kafka at {s.bootstrap_servers} within "
+                    f"{s.connect_timeout:g}s ({type(exc).__name__}: {exc}); start a broker "
+                    "(xcombus broker start) or set XCOMBUS_BOOTSTRAP_SERVERS") from exc
+            raise
         return producer
 
     async def start(self) -> None:
@@ -129,12 +131,16 @@ class Publisher:
     async def publish(self, partition: int, key: bytes, value: bytes) -> Receipt:
         """Send one record; return its receipt once the broker acknowledged it.
 
-        Raises XComTimeoutError when no acknowledgement came within ``push_timeout``.
-        The deadline is enforced per batch by the lane, not per push: one timer per
-        batch instead of one per push is a large share of the hot path's cost.
+        Raises XComTimeoutError when no acknowledgement came within ``push_timeout``
+        (enforced per batch by the lane: one timer per batch, not per push, is a large
+        share of the hot path's cost).
         """
         if self._closed or self._producer is None:
             raise XComClosedError("the publisher is closed (or not started)")
+        if len(key) + len(value) > MAX_RECORD_BYTES:
+            raise XComValueTooLargeError(
+                f"an event of {len(key) + len(value)} bytes does not fit in a Kafka record batch "
+                f"({MAX_RECORD_BYTES} bytes at most); nothing was sent")
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(partition)
         if lane is None:
@@ -142,35 +148,40 @@ class Publisher:
             lane.task = loop.create_task(self._run_lane(partition, lane))
         fut: asyncio.Future[Receipt] = loop.create_future()
         if not lane.items:
-            lane.born = loop.time()
             lane.wake.set()
+        lane.newest = loop.time()
         lane.items.append((key, value, fut))
         return await fut
 
     async def _run_lane(self, partition: int, lane: _Lane) -> None:
-        while True:
-            if not lane.items:
-                if self._closed:
-                    return
-                lane.wake.clear()
-                await lane.wake.wait()
-                continue
-            items, lane.items = lane.items, []
-            deadline = lane.born + self._settings.push_timeout
-            try:
-                await self._send(partition, items, deadline)
-            except asyncio.CancelledError:
-                _fail(items, XComClosedError("the publisher was closed before this push was sent"))
-                raise
-            except Exception as exc:  # never let a lane die: fail its pushes instead
-                log.exception("sending to partition %d failed", partition)
-                _fail(items, XComPublishError(f"push to partition {partition} failed: {exc}"))
+        try:
+            while True:
+                if not lane.items:
+                    if self._closed:
+                        return
+                    lane.wake.clear()
+                    await lane.wake.wait()
+                    continue
+                items, lane.items = lane.items, []
+                deadline = lane.newest + self._settings.push_timeout
+                try:
+                    await self._send(partition, items, deadline)
+                except Exception as exc:  # never let a lane die: fail its pushes instead
+                    log.exception("sending to partition %d failed", partition)
+                    _fail(items, XComPublishError(f"push to partition {partition} failed: {exc}"))
+                except BaseException:
+                    _fail(items, XComClosedError("the publisher was closed before this push was sent"))
+                    raise
+        finally:
+            # Whatever is still queued when the lane ends (closed, cancelled) gets an answer.
+            _fail(lane.items, XComClosedError("the publisher was closed before this push was sent"))
+            lane.items = []
 
     def _timeout_error(self, partition: int) -> XComTimeoutError:
         return XComTimeoutError(
             f"the broker at {self._settings.bootstrap_servers} did not acknowledge a push to "
             f"partition {partition} within {self._settings.push_timeout:g}s (push_timeout); "
-            "the event may or may not have been written: retry the push (the latest value wins)"
+            "the event may or may not have been written: push again if it matters"
         )
 
     async def _send(self, partition: int, items: list[_Item], deadline: float) -> None:
@@ -178,17 +189,13 @@ class Publisher:
         i, n = 0, len(items)
         while i < n:
             producer = self._producer
-            assert producer is not None
+            if producer is None:
+                raise XComClosedError("the publisher is closed")
             batch = producer.create_batch()
             start = i
+            # aiokafka accepts any first record; publish() already refused oversized ones.
             while i < n and batch.append(key=items[i][0], value=items[i][1], timestamp=None) is not None:
                 i += 1
-            if i == start:  # one record larger than a whole batch
-                _fail(items[i:i + 1], XComValueTooLargeError(
-                    f"an event of {len(items[i][1])} bytes does not fit in a Kafka record "
-                    f"batch ({_MAX_BATCH_BYTES} bytes); lower the value size"))
-                i += 1
-                continue
             chunk = items[start:i]
             try:
                 async with asyncio.timeout_at(deadline):
@@ -199,14 +206,14 @@ class Publisher:
             except KafkaError as exc:
                 _fail(items[start:], XComPublishError(
                     f"push to partition {partition} was not sent: {exc!r}"))
-                await self._maybe_reset(exc)
+                self._schedule_reset(producer, exc)
                 return
             # aiokafka's idempotent producer retries forever; our deadline bounds the wait.
             expiry = loop.call_at(deadline, _fail, chunk, self._timeout_error(partition))
-            delivery.add_done_callback(partial(self._settle, partition, chunk, expiry))
+            delivery.add_done_callback(partial(self._settle, partition, chunk, expiry, producer))
 
     def _settle(self, partition: int, chunk: list[_Item], expiry: asyncio.TimerHandle,
-                delivery: asyncio.Future[Any]) -> None:
+                producer: AIOKafkaProducer, delivery: asyncio.Future[Any]) -> None:
         expiry.cancel()
         if delivery.cancelled():
             _fail(chunk, XComPublishError("the batch was cancelled before the broker acknowledged it"))
@@ -215,47 +222,57 @@ class Publisher:
         if exc is not None:
             _fail(chunk, XComPublishError(
                 f"the broker refused a batch for partition {partition}: {exc!r}"))
-            if isinstance(exc, _FATAL_PRODUCER_ERRORS):
-                asyncio.get_running_loop().create_task(self._maybe_reset(exc))
+            self._schedule_reset(producer, exc)
             return
         base = delivery.result().offset
         topic = self._topic
         for idx, (_, _, fut) in enumerate(chunk):
             if not fut.done():
-                fut.set_result(Receipt(topic, partition, base + idx))
+                # A retried batch the broker had already written may come back without its
+                # offset (-1): the push is durable, its position unknown.
+                fut.set_result(Receipt(topic, partition, base + idx if base >= 0 else -1))
 
-    async def _maybe_reset(self, exc: BaseException) -> None:
-        """Replace the producer after an error aiokafka's idempotent producer cannot survive."""
-        if not isinstance(exc, _FATAL_PRODUCER_ERRORS) or self._closed:
-            return
-        old = self._producer
+    def _schedule_reset(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
+        if isinstance(exc, _FATAL_PRODUCER_ERRORS) and not self._closed:
+            task = asyncio.get_running_loop().create_task(self._reset(failed, exc))
+            self._resets.add(task)
+            task.add_done_callback(self._resets.discard)
+
+    async def _reset(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
+        """Replace a producer that hit an error aiokafka's idempotent producer cannot survive."""
         async with self._reset_lock:
-            if self._producer is not old or self._closed:
-                return  # somebody else already replaced it
+            if self._producer is not failed or self._closed:
+                return  # already replaced (a late error of an old producer), or closing
             log.warning("replacing the Kafka producer after a fatal error: %r", exc)
             try:
-                self._producer = await self._start_producer()
+                fresh = await self._start_producer()
             except XComBrokerError:
-                log.exception("could not replace the producer; pushes keep failing until it can")
+                log.exception("could not replace the producer; pushes fail until it can")
                 return
-            if old is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(old.stop(), self._settings.connect_timeout)
+            if self._closed:
+                await fresh.stop()
+                return
+            self._producer = fresh
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(failed.stop(), self._settings.connect_timeout)
 
     async def aclose(self) -> None:
         """Deliver what is pending (bounded by ``push_timeout``), then disconnect. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.push_timeout
+        for task in list(self._resets):
+            task.cancel()
+        await asyncio.gather(*self._resets, return_exceptions=True)
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for lane in self._lanes.values():
             lane.wake.set()  # lanes hand over what they hold, then return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.push_timeout
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._settings.push_timeout)
             for task in late:
-                task.cancel()
+                task.cancel()  # the lane's finally answers every push it still holds
             await asyncio.gather(*late, return_exceptions=True)
         producer, self._producer = self._producer, None
         if producer is not None:

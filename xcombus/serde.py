@@ -147,7 +147,7 @@ class Serde:
         """The value for typed JSON bytes; raise SerdeError if it cannot be rebuilt."""
         try:
             tree = self._decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise SerdeError(f"not valid JSON: {exc}") from None
         return self.from_builtins(tree)
 

@@ -26,6 +26,8 @@ _SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 Consistency = Literal["strong", "eventual"]
 #: Fields whose values are secrets: masked wherever settings are printed.
 _SECRETS = frozenset({"api_token", "sasl_password"})
+#: The largest inline value: an event (value + envelope) must fit in one record batch.
+_MAX_INLINE = 1_000_000
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,8 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise XComConfigError(f"{name} must be a positive number of seconds")
         if self.partitions < 1 or self.replication_factor < 1:
             raise XComConfigError("partitions and replication_factor must be at least 1")
-        if self.max_value_bytes < 1:
-            raise XComConfigError("max_value_bytes must be positive")
+        if not 0 < self.max_value_bytes <= _MAX_INLINE:
+            raise XComConfigError(
+                f"max_value_bytes must be 1..{_MAX_INLINE} (an event must fit in one Kafka record "
+                "batch under the default 1 MiB limit); use ObjectStorageXCom for larger values")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
             raise XComConfigError(
                 f"security_protocol {self.security_protocol} needs XCOMBUS_SASL_USERNAME and "

@@ -302,8 +302,10 @@ class ViewReader:
     docs/benchmarks.md).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, topic: str | None = None) -> None:
         self.path = Path(path).resolve()
+        #: When given, every offsets() read first checks the view folds this topic.
+        self._expect_topic = topic
         if not self.path.exists():
             raise XComViewError(
                 f"no view at {self.path}: start the materializer (xcombus materialize) or use "
@@ -329,11 +331,21 @@ class ViewReader:
     def offsets(self) -> dict[int, int]:
         """partition -> next offset the view has applied ({} while the schema is being made)."""
         try:
+            if self._expect_topic is not None:
+                self._check_topic()
             return dict(self._db.execute("SELECT kafka_partition, next_offset FROM offsets"))
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return {}  # a materializer just created the file: nothing applied yet
             raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
+
+    def _check_topic(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
+        if row is not None and row[0] != self._expect_topic:
+            raise XComViewError(f"{self.path} is a view of topic {row[0]!r}, not {self._expect_topic!r}: "
+                                "check XCOMBUS_VIEW_PATH and XCOMBUS_TOPIC")
+        if row is not None:
+            self._expect_topic = None  # checked once for good
 
     def applied_events(self) -> dict[int, int]:
         """partition -> how many events the view has applied (or dead-lettered)."""

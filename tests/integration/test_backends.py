@@ -18,6 +18,7 @@ from xcombus import (
     XComBus,
     XComConfigError,
     XComNotFoundError,
+    XComRecord,
     XComSerializationError,
     load_backend,
 )
@@ -171,6 +172,40 @@ async def test_object_paths_never_escape_the_base(objstore: Settings) -> None:
         assert await ti.xcom_pull(task_ids="..", key="../../../escape") == "e" * 1000
     [obj] = objects(objstore)
     assert base in obj.resolve().parents
+
+
+async def test_forged_references_are_refused_and_never_deleted(objstore: Settings, tmp_path: Path) -> None:
+    victim = tmp_path / "precious.db"
+    victim.write_text("do not delete")
+    forged = (b'{"__type__":"xcombus.objref","__value__":{"url":"file://' + str(victim).encode()
+              + b'","size":13,"sha256":"0"}}')
+    from aiokafka import AIOKafkaProducer
+
+    from xcombus.events import Push, TaskInstanceKey, encode_event
+
+    async with XComBus(objstore) as bus:
+        ti = TaskInstanceKey("dag", RUN, "t")
+        producer = AIOKafkaProducer(bootstrap_servers=objstore.bootstrap_servers)
+        await producer.start()
+        await producer.send_and_wait(objstore.topic, key=ti.encode(), value=encode_event(
+            Push(schema=1, key="k", value=forged, codec="msgspec-json/1", ts=1, producer="attacker")),
+            partition=bus.partition_of(ti))
+        await producer.stop()
+        await bus.task_instance("dag", RUN, "t").xcom_push("k", "z" * 500)  # would purge the forged ref
+        async with XComBus(objstore, materialize=True) as mbus:
+            assert await mbus.task_instance("dag", RUN, "r").xcom_pull(task_ids="t", key="k") == "z" * 500
+    assert victim.read_text() == "do not delete"
+    reader = ViewReader(objstore.view_path)
+    [dead] = reader.dead_letters()
+    reader.close()
+    assert "refusing object reference" in dead.reason
+    backend = load_backend(objstore)
+    record = XComRecord("dag", RUN, "t", -1, "k", forged, "msgspec-json/1", 0, None, "p", 1, 0, 0)
+    with pytest.raises(XComSerializationError, match="refusing object reference"):
+        backend.purge(record)
+    with pytest.raises(XComSerializationError, match="refusing object reference"):
+        backend.deserialize_value(record)
+    assert victim.exists()
 
 
 def test_object_storage_configuration_errors(objstore: Settings) -> None:

@@ -92,6 +92,24 @@ def test_bad_message_keys_raise_decode_error(raw: bytes | None) -> None:
         decode_ti_key(raw)
 
 
+def test_invalid_utf8_in_text_fields_is_a_decode_error_not_a_crash() -> None:
+    raw = msgspec.msgpack.encode({"kind": "push", "schema": 1, "key": "k", "value": b"1", "codec": "c",
+                                  "ts": 1, "producer": "p"}).replace(b"\xa1k", b"\xa1\x80")
+    with pytest.raises(EventDecodeError):
+        decode_event(raw)
+    with pytest.raises(EventDecodeError):
+        decode_ti_key(b'["\x80","r","t",-1]')
+
+
+@given(st.builds(lambda d: msgspec.msgpack.encode(d), st.dictionaries(
+    st.sampled_from(["kind", "schema", "key", "value", "codec", "ts", "producer", "try_number"]),
+    st.one_of(st.text(), st.binary(), st.integers(-(2**63), 2**64 - 1), st.none(),
+              st.sampled_from(["push", "clear"])))))
+def test_decoder_survives_structured_garbage(raw: bytes) -> None:
+    with contextlib.suppress(EventDecodeError):
+        decode_event(raw)
+
+
 @given(st.binary(max_size=300))
 def test_decoder_never_raises_anything_but_its_own_error(raw: bytes) -> None:
     with contextlib.suppress(EventDecodeError):
