@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import signal
 import sys
@@ -18,6 +19,13 @@ from xcombus.materialize import Materializer
 from xcombus.settings import Settings
 
 log = logging.getLogger("xcombus.materializer")
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        buffer = io.StringIO()
+        task.print_stack(limit=12, file=buffer)
+        log.warning("task %s:\n%s", task.get_name(), buffer.getvalue())
 
 
 async def run(settings: Settings) -> None:
@@ -34,6 +42,8 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, materializer.stop)
+    # SIGUSR1: log what every task is waiting on (for "it stopped moving" reports).
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     log.info("materializing topic %r into %s (group %s)", settings.topic,
              materializer.writer.path, settings.effective_group_id)
     try:

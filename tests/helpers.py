@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from xcombus import Settings
@@ -30,8 +31,34 @@ def cli(*args: str, settings: Settings, timeout: float = 120) -> subprocess.Comp
                           timeout=timeout, env=settings_env(settings), stdin=subprocess.DEVNULL)
 
 
-def start_materializer(settings: Settings) -> subprocess.Popen[str]:
+class DrainedPopen(subprocess.Popen[str]):
+    """A child whose output is read continuously by a thread.
+
+    A full pipe would block the child's logging, and with it its whole event loop: a test
+    would then measure its own harness, not the child.
+    """
+
+    def __init__(self, args: list[str], **kwargs: object) -> None:
+        super().__init__(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # type: ignore[call-overload]
+        self._chunks: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.stdout is not None
+        for line in self.stdout:
+            self._chunks.append(line)
+
+    def output(self) -> str:
+        return "".join(self._chunks)
+
+    def communicate(self, input: str | None = None, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        self._reader.join(10)
+        return self.output(), ""
+
+
+def start_materializer(settings: Settings) -> DrainedPopen:
     """Start ``python -m consumers.materializer`` as a separate process."""
-    return subprocess.Popen([sys.executable, "-m", "consumers.materializer", "--log-level", "INFO"],
-                            env=settings_env(settings), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return DrainedPopen([sys.executable, "-m", "consumers.materializer", "--log-level", "INFO"],
+                        env=settings_env(settings), stdin=subprocess.DEVNULL)

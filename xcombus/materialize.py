@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 _MAX_RECORDS = 20_000
 _POLL_MS = 200
+# The watchdog: after this long without progress while events wait, reconnect.
+_STALL_AFTER = 15.0
+_STALL_CHECK_EVERY = 5.0
+_GETMANY_GRACE = 2.0
 
 
 def fold(
@@ -181,7 +185,31 @@ class Materializer:
         self._task: asyncio.Task[None] | None = None
         self._last_kafka_commit = 0.0
         self._kafka_commit: asyncio.Task[None] | None = None
+        self._last_progress = self._last_check = 0.0
         self._fatal: Exception | None = None
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        """A started consumer, subscribed with the seek-to-view listener."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            **kafka_options(s),
+            client_id=f"{s.client_id}-materializer",
+            group_id=s.effective_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        try:
+            async with asyncio.timeout(s.connect_timeout):
+                await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        consumer.subscribe([s.topic], listener=_SeekToView(self))
+        return consumer
 
     async def start(self) -> None:
         """Open the view and join the consumer group; fail within connect_timeout."""
@@ -191,20 +219,7 @@ class Materializer:
             self.applied = await self.writer.offsets()
             self.visible = dict(self.applied)
             await ensure_topic(s)
-            consumer = AIOKafkaConsumer(
-                **kafka_options(s),
-                client_id=f"{s.client_id}-materializer",
-                group_id=s.effective_group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                fetch_max_bytes=64 * 1024 * 1024,
-            )
-            self._consumer = consumer
-            async with asyncio.timeout(s.connect_timeout):
-                await consumer.start()
-            consumer.subscribe([s.topic], listener=_SeekToView(self))
+            self._consumer = await self._connect()
         except (TimeoutError, KafkaError, OSError) as exc:
             await self.aclose()
             raise XComBrokerError(
@@ -216,31 +231,86 @@ class Materializer:
 
     async def run(self) -> None:
         """Consume and apply batches until stop() is called; the batch in hand is finished."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             raise XComViewError("call start() before run()")
+        self._last_progress = self._last_check = time.monotonic()
         while not self._stopping.is_set():
             if self._fatal is not None:
                 raise self._fatal
+            consumer = self._consumer
             getmany = asyncio.ensure_future(consumer.getmany(timeout_ms=_POLL_MS,
                                                              max_records=_MAX_RECORDS))
             stop_wait = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({getmany, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            # getmany() can hang past its own timeout when the consumer lost the broker
+            # (seen after broker restarts): bound it, and let the watchdog judge.
+            await asyncio.wait({getmany, stop_wait}, timeout=_POLL_MS / 1000 + _GETMANY_GRACE,
+                               return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             if not getmany.done():
-                # Stopping while no batch is in hand: nothing to finish.
                 getmany.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, KafkaError):
                     await getmany
-                break
+                if self._stopping.is_set():
+                    break  # stopping while no batch is in hand: nothing to finish
+                if await self._stalled(consumer):
+                    await self._reconnect()
+                continue
             data = getmany.result()
             if self._fatal is not None:
                 raise self._fatal
             if data:
                 await self.apply({tp.partition: recs for tp, recs in data.items()})
+                self._last_progress = time.monotonic()
+            elif await self._stalled(consumer):
+                await self._reconnect()
             if self.metrics is not None:
                 self.metrics.positions(self.applied, {tp.partition: consumer.highwater(tp)
                                                       for tp in consumer.assignment()})
+
+    async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
+        """A watchdog for a consumer that stays alive but stops consuming (aiokafka #1154:
+        after a broker restart the group may never be rejoined): events wait on the
+        partitions it owns, yet nothing arrived for a while."""
+        now = time.monotonic()
+        if now - self._last_check < _STALL_CHECK_EVERY or now - self._last_progress < _STALL_AFTER:
+            return False
+        self._last_check = now
+        assigned = consumer.assignment()
+        if not assigned:
+            # Owning nothing is normal in a group with more members than partitions,
+            # but not for long in the usual one-materializer-per-view setup.
+            return now - self._last_progress > 4 * _STALL_AFTER
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                ends = await consumer.end_offsets(list(assigned))
+        except (TimeoutError, KafkaError) as exc:
+            # No progress for a while and not even a ListOffsets answer: this client is
+            # broken (after a broker restart it may never recover); a fresh one is cheap.
+            log.warning("watchdog: no progress for %.0fs and end offsets fail (%r); reconnecting "
+                        "the consumer", now - self._last_progress, exc)
+            return True
+        behind = {tp.partition: end - self.applied.get(tp.partition, 0) for tp, end in ends.items()
+                  if end > self.applied.get(tp.partition, 0)}
+        if not behind:
+            self._last_progress = now  # idle and caught up: all is well
+            return False
+        log.warning("watchdog: %d event(s) wait on partitions %s but nothing arrived for %.0fs; "
+                    "reconnecting the consumer", sum(behind.values()), sorted(behind),
+                    now - self._last_progress)
+        return True
+
+    async def _reconnect(self) -> None:
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), self.settings.connect_timeout)
+        while self._consumer is None and not self._stopping.is_set():
+            try:
+                self._consumer = await self._connect()
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("reconnecting the consumer failed (%r); retrying", exc)
+                await asyncio.sleep(1)
+        self._last_progress = time.monotonic()
 
     async def apply(self, records: Mapping[int, Sequence[Any]]) -> None:
         """Fold and commit one fetched batch, then tell waiters and (lazily) Kafka."""
