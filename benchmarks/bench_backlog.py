@@ -1,0 +1,188 @@
+"""The 1,000,000-event figures: drain rate and peak RSS of the materializer, rebuild, and
+pulls on the resulting million-row view.
+
+The backlog is written once per run to its own topic and then only read (a topic is
+immutable), so every repeat drains the same events into a fresh view file with a fresh
+consumer group. Its shape is what an Airflow deployment produces: every event is a
+*different* XCom (``runs x 10 tasks x 250 map indexes x 4 keys``, small string values),
+so the view ends with one row per event and the materializer inserts every event, instead
+of folding most of them away as a backlog of repeated pushes to a few keys would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+from bench_pipeline import WARMUP, Samples, Values
+from common import REPO, Bench, end_offsets, materializer_env, percentile, timed, view_offsets
+
+from xcombus import Settings, XComBus
+from xcombus.audit import rebuild
+
+KEYS = ("return_value", "rows", "path", "checksum")
+TASKS, MAP = 10, 250
+PER_RUN = TASKS * MAP  # task instances per DAG run
+PRODUCE_WORKERS = 1_000
+RSS_SAMPLE_S = 0.02
+
+
+def ident(i: int) -> tuple[str, str, int, str]:
+    """Event ``i`` of the backlog -> (run_id, task_id, map_index, key)."""
+    ti, key = divmod(i, len(KEYS))
+    run, rest = divmod(ti, PER_RUN)
+    task, map_index = divmod(rest, MAP)
+    return f"backlog__{run:05d}", f"task_{task}", map_index, KEYS[key]
+
+
+def value_of(i: int) -> str:
+    return f"s3://bucket/k{i:08d}"  # 22 bytes
+
+
+async def produce(bench: Bench, events: int) -> tuple[Settings, float]:
+    """Write the backlog; return its settings and the push rate achieved (pushes/s)."""
+    settings = bench.fresh("backlog")
+    async with XComBus(settings) as bus:
+        counter = iter(range(events))
+
+        async def worker() -> None:
+            for i in counter:
+                run_id, task_id, map_index, key = ident(i)
+                await bus.task_instance("backlog_dag", run_id, task_id, map_index).xcom_push(key, value_of(i))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(PRODUCE_WORKERS)))
+        elapsed = time.perf_counter() - start
+    ends = await end_offsets(settings)
+    if sum(ends.values()) != events:
+        raise RuntimeError(f"expected {events} events on the topic, found {sum(ends.values())}")
+    return settings, events / elapsed
+
+
+def _vm_hwm_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples, Path]:
+    """Run ``python -m consumers.materializer`` on a fresh view until it applied the backlog.
+
+    The clock runs from spawning the process (Python start-up, imports, opening the view,
+    joining the group included) until the view's offsets reach the end offsets; RSS is
+    sampled every 20 ms with psutil and the peak read from ``/proc/<pid>/status`` (VmHWM,
+    the kernel's own high-water mark) before the process is stopped.
+    """
+    view = bench.view_file("drain")
+    settings = backlog.replace(view_path=str(view))
+    out = open(bench.workdir / f"materializer-drain-{uuid.uuid4().hex[:8]}.log", "wb")  # noqa: SIM115
+    conn: list[sqlite3.Connection | None] = [None]
+    timeline: list[tuple[float, float, int]] = []  # (s since spawn, RSS MiB, events applied)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
+                            env=materializer_env(settings, f"bench-drain-{uuid.uuid4().hex[:8]}"),
+                            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    ps = psutil.Process(proc.pid)
+    first: tuple[float, int] | None = None
+    try:
+        while True:
+            now = time.perf_counter() - start
+            applied = sum(view_offsets(view, conn).values())
+            try:
+                rss = ps.memory_info().rss / 2**20
+            except psutil.Error:
+                rss = float("nan")
+            timeline.append((now, rss, applied))
+            if applied and first is None:
+                first = (now, applied)
+            if applied >= events:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the materializer exited with {proc.returncode}; see {out.name}")
+            if now > 900:
+                raise RuntimeError(f"the materializer did not catch up in 900 s ({applied} of {events})")
+            time.sleep(RSS_SAMPLE_S)
+        elapsed = time.perf_counter() - start
+        hwm = _vm_hwm_kib(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+        if conn[0] is not None:
+            conn[0].close()
+    with sqlite3.connect(f"file:{view}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT count(*) FROM xcom").fetchone()[0]
+        applied_events = db.execute("SELECT sum(applied_events) FROM offsets").fetchone()[0]
+    if applied_events != events or rows != events:
+        raise RuntimeError(f"the view applied {applied_events} events into {rows} rows; expected {events}")
+    assert first is not None
+    peak = (hwm / 1024) if hwm is not None else max(r for _, r, _ in timeline)
+    values = {
+        "drain_rate": events / elapsed,
+        "drain_rate_steady": (events - first[1]) / max(1e-9, elapsed - first[0]),
+        "drain_first_s": first[0],
+        "rss_peak": peak,
+        "rss_sampled_peak": max(r for _, r, _ in timeline),
+        "drain_s": elapsed,
+    }
+    samples = {"rss_t": [t for t, _, _ in timeline], "rss_mib": [r for _, r, _ in timeline],
+               "rss_applied": [float(a) for _, _, a in timeline]}
+    return values, samples, view
+
+
+async def bench_rebuild(bench: Bench, backlog: Settings, events: int) -> Values:
+    """``xcombus.audit.rebuild`` of the whole backlog into a fresh view file, in this process."""
+    into = bench.view_file("rebuild")
+    start = time.perf_counter()
+    summary = await rebuild(backlog, into)
+    elapsed = time.perf_counter() - start
+    if summary.events != events or summary.rows != events or summary.dead_letters:
+        raise RuntimeError(f"rebuild applied {summary.events} events into {summary.rows} rows "
+                           f"({summary.dead_letters} dead letters); expected {events}")
+    into.unlink(missing_ok=True)
+    return {"rebuild_s": elapsed, "rebuild_rate": events / elapsed}
+
+
+async def bench_big_view_pulls(backlog: Settings, view: Path, events: int) -> tuple[Values, Samples]:
+    """Pulls of random single keys on the million-row view, from a process without a
+    materializer (the deployment's shape: the view is another process's file)."""
+    settings = backlog.replace(view_path=str(view))
+    rng = random.Random(7)
+    async with XComBus(settings) as bus:
+        picks = []
+        for _ in range(2 * (2_000 + WARMUP)):  # pulls of random XComs, made before the clock runs
+            i = rng.randrange(events)
+            run_id, task_id, map_index, key = ident(i)
+            picks.append((bus.task_instance("backlog_dag", run_id, "downstream"), task_id, map_index,
+                          key, value_of(i)))
+        order = iter(picks)
+
+        async def pull(consistency: Any) -> None:
+            ti, task_id, map_index, key, expected = next(order)
+            value = await ti.xcom_pull(task_ids=task_id, key=key, map_indexes=map_index,
+                                       consistency=consistency)
+            assert value == expected, (value, expected)
+
+        ev = await timed(lambda: pull("eventual"), 2_000, WARMUP)
+        ryw = await timed(lambda: pull("strong"), 2_000, WARMUP)
+    return ({"big_pull_ev_p50": percentile(ev, 50) * 1e6, "big_pull_ryw_p50": percentile(ryw, 50) * 1e3},
+            {"big_pull_ev": ev, "big_pull_ryw": ryw})
+

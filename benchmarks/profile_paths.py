@@ -1,0 +1,199 @@
+"""Profile the paths behind the targets that are not met (not part of the timed suite).
+
+    python benchmarks/profile_paths.py push     # cProfile of the push path (1,000 task instances)
+    python benchmarks/profile_paths.py drain    # py-spy on the materializer process, then cProfile of rebuild
+    python benchmarks/profile_paths.py visible  # py-spy on the materializer at 5,000 pushes/s, + CPU split
+    python benchmarks/profile_paths.py rebuild  # the same as drain
+
+Needs a broker: ``XCOMBUS_BOOTSTRAP_SERVERS`` (else 127.0.0.1:29092). py-spy must be
+installed (``pip install py-spy``). Profiles go to ``--out`` (default a temporary directory):
+``.pstats`` for cProfile, collapsed stacks (``.txt``) for py-spy; a summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import bench_backlog
+import bench_pipeline
+import bench_visible
+import psutil
+from common import DAG, RUN, Bench, log
+
+from xcombus import XComBus
+
+
+def _pstats_summary(prof: cProfile.Profile, path: Path, top: int = 25) -> None:
+    prof.dump_stats(path)
+    for order in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(order).print_stats(top)
+        print(f"--- top {top} by {order} ---")
+        print("\n".join(buf.getvalue().splitlines()[6:6 + top + 3]))
+
+
+def collapsed_summary(path: Path, top: int = 30) -> None:
+    """Self time and inclusive time per function from py-spy's collapsed stacks."""
+    self_t: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        self_t[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    print(f"{total} samples")
+    print(f"--- top {top} self ---")
+    for f, n in self_t.most_common(top):
+        print(f"{100 * n / total:5.1f}%  {f}")
+    print(f"--- top {top} inclusive ---")
+    for f, n in incl.most_common(top):
+        print(f"{100 * n / total:5.1f}%  {f}")
+
+
+class _SpyPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """Popen that attaches py-spy to every ``consumers.materializer`` it starts."""
+
+    out_dir: Path = Path(".")
+    spies: ClassVar[list[tuple[subprocess.Popen[bytes], Path]]] = []
+
+    def __init__(self, args: Any, *a: Any, **kw: Any) -> None:
+        super().__init__(args, *a, **kw)
+        if "consumers.materializer" in args:
+            out = self.out_dir / f"materializer-{self.pid}.txt"
+            spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(self.pid),
+                                    "--rate", "250", "--native", "--format", "raw", "-o", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.spies.append((spy, out))
+            self.cpu_proc = psutil.Process(self.pid)
+
+
+def _finish_spies() -> list[Path]:
+    outs = []
+    for spy, out in _SpyPopen.spies:
+        spy.wait(60)
+        outs.append(out)
+    _SpyPopen.spies.clear()
+    return outs
+
+
+async def profile_push(bench: Bench, out: Path) -> None:
+    prof = cProfile.Profile()
+    async with XComBus(bench.fresh("prof-push")) as bus:
+        tis = [bus.task_instance(DAG, RUN, f"worker_{w}") for w in range(1_000)]
+        await bench_pipeline.push_concurrently(tis, 2_000, 1_000, lambda i: "value")
+        prof.enable()
+        elapsed = await bench_pipeline.push_concurrently(tis, 100_000, 1_000, lambda i: "value")
+        prof.disable()
+    print(f"100,000 pushes in {elapsed:.2f}s under cProfile ({100_000 / elapsed:,.0f}/s)")
+    _pstats_summary(prof, out / "push.pstats")
+
+
+async def profile_drain(bench: Bench, out: Path, events: int) -> None:
+    backlog, _ = await bench_backlog.produce(bench, events)
+    _SpyPopen.out_dir = out
+    real = bench_backlog.subprocess.Popen
+    bench_backlog.subprocess.Popen = _SpyPopen  # type: ignore[misc]
+    try:
+        values, _, view = bench_backlog.drain(bench, backlog, events)
+    finally:
+        bench_backlog.subprocess.Popen = real  # type: ignore[misc]
+    print(f"drain under py-spy: {values}")
+    for path in _finish_spies():
+        collapsed_summary(path)
+    prof = cProfile.Profile()
+    prof.enable()
+    started = time.perf_counter()
+    await bench_backlog.bench_rebuild(bench, backlog, events)
+    prof.disable()
+    print(f"(rebuild of the same backlog under cProfile: {time.perf_counter() - started:.1f}s)")
+    _pstats_summary(prof, out / "rebuild.pstats")
+    view.unlink(missing_ok=True)
+
+
+async def profile_visible(bench: Bench, out: Path, seconds: float) -> None:
+    _SpyPopen.out_dir = out
+    real = bench_visible.subprocess.Popen
+    cpu: dict[str, float] = {}
+    me = psutil.Process()
+    home = os.environ.get("XCOMBUS_BROKER_HOME", "")
+    broker = [p for p in psutil.process_iter(["cmdline"])
+              if "kafka.Kafka" in " ".join(p.info["cmdline"] or [])
+              and home in " ".join(p.info["cmdline"] or [])]
+
+    class Spy(_SpyPopen):
+        def wait(self, timeout: float | None = None) -> int:
+            if hasattr(self, "cpu_proc"):
+                with_times = self.cpu_proc.cpu_times()
+                cpu["materializer"] = with_times.user + with_times.system
+            return super().wait(timeout)
+
+        def send_signal(self, sig: int) -> None:
+            if hasattr(self, "cpu_proc"):
+                t = self.cpu_proc.cpu_times()
+                cpu["materializer"] = t.user + t.system
+            super().send_signal(sig)
+
+    bench_visible.subprocess.Popen = Spy  # type: ignore[misc]
+    t0 = me.cpu_times()
+    b0 = [p.cpu_times() for p in broker]
+    started = time.perf_counter()
+    try:
+        values, _ = await bench_visible.bench_visible(bench, 5_000, seconds)
+    finally:
+        bench_visible.subprocess.Popen = real  # type: ignore[misc]
+    wall = time.perf_counter() - started
+    t1 = me.cpu_times()
+    print(f"push -> visible under py-spy: {values}")
+    pusher = (t1.user + t1.system - t0.user - t0.system) / wall
+    print(f"CPU over {wall:.1f}s wall: pusher {pusher:.2f} cores, "
+          f"materializer {cpu.get('materializer', float('nan')) / wall:.2f} cores (incl. start-up)")
+    for p, b in zip(broker, b0, strict=True):
+        a = p.cpu_times()
+        print(f"broker pid {p.pid}: {(a.user + a.system - b.user - b.system) / wall:.2f} cores")
+    for path in _finish_spies():
+        collapsed_summary(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("what", choices=["push", "drain", "visible", "rebuild"])
+    parser.add_argument("--events", type=int, default=200_000, help="backlog for drain/rebuild")
+    parser.add_argument("--seconds", type=float, default=6.0, help="paced seconds for visible")
+    parser.add_argument("--out", type=Path, help="where profiles go (default: a temporary directory)")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="xcombus-profile-"))
+    out.mkdir(parents=True, exist_ok=True)
+    bootstrap = os.environ.get("XCOMBUS_BOOTSTRAP_SERVERS", "127.0.0.1:29092")
+    bench = Bench(bootstrap, out)
+    log(f"profiles in {out}")
+    if args.what == "push":
+        asyncio.run(profile_push(bench, out))
+    elif args.what in ("drain", "rebuild"):
+        asyncio.run(profile_drain(bench, out, args.events))
+    else:
+        asyncio.run(profile_visible(bench, out, args.seconds))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
