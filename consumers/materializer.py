@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import logging
 import signal
@@ -39,6 +40,11 @@ async def run(settings: Settings) -> None:
         log.info("Prometheus metrics on port %d", settings.metrics_port)
     materializer = Materializer(settings, metrics=metrics)
     await materializer.start()
+    # Folding allocates many short-lived objects; start-up objects never die. Freezing
+    # them and collecting the young generation less often cut fold's time by a third
+    # in a profile (docs/benchmarks.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, materializer.stop)

@@ -249,6 +249,7 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
     events = dead = 0
     async with ViewWriter(path, topic=settings.topic) as writer:
         await writer.db.execute("PRAGMA synchronous=OFF")  # a fresh file: nothing to lose yet
+        await writer.drop_secondary_indexes()
         async for batch in read_log(settings, sorted(until_offsets), until=until_offsets):
             by_partition: dict[int, list[Any]] = {}
             for rec in batch:
@@ -265,6 +266,7 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
         folded_end.offsets = {p: o for p, o in until_offsets.items() if o > applied.get(p, 0)}
         if folded_end.offsets:
             await writer.apply(folded_end)
+        await writer.create_secondary_indexes()
         await writer.db.execute("PRAGMA synchronous=NORMAL")
         await writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         rows = (await writer.db.execute_fetchall("SELECT count(*) FROM xcom"))[0][0]

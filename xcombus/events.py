@@ -107,6 +107,13 @@ def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
     """Parse and validate a message key; raise EventDecodeError if it is not one of ours."""
     if raw is None:
         raise EventDecodeError("message has no key (expected a task instance key)")
+    return _decode_ti_key(raw)
+
+
+@lru_cache(maxsize=1 << 16)
+def _decode_ti_key(raw: bytes) -> TaskInstanceKey:
+    # Cached: a task instance sends many events; parsing and validating its key once
+    # takes a visible share of the materializer's fold.
     try:
         return TaskInstanceKey(*_key_decoder.decode(raw)).validated()
     except (msgspec.DecodeError, UnicodeDecodeError, XComIdentifierError) as exc:
