@@ -177,53 +177,57 @@ def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None
     click.echo(_json.encode(values[0] if len(values) == 1 else values).decode())
 
 
+_MOMENT = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"])
+
+
 @main.command("ls")
 @click.option("--dag-id")
 @click.option("--run-id")
 @click.option("--task-id")
 @click.option("--key")
 @click.option("--map-index", type=int)
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--since", type=_MOMENT, help="pushed at or after this UTC time")
+@click.option("--until", type=_MOMENT, help="pushed before this UTC time")
+@click.option("--order-by", type=click.Choice(["identity", "timestamp"]), default="identity",
+              show_default=True)
+@click.option("--desc", is_flag=True, help="newest / last first")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
-               map_index: int | None, limit: int, offset: int, as_json: bool) -> None:
+               map_index: int | None, since: Any, until: Any, order_by: Any, desc: bool, limit: int,
+               offset: int, as_json: bool) -> None:
     """List materialized XComs with light values (the backend's orm_deserialize_value)."""
-    from .backends import load_backend
-    from .view import ViewReader
+    from datetime import UTC
 
-    settings = _settings()
+    from .lookup import XComLookup
+
     try:
-        backend = load_backend(settings)
-        reader = ViewReader(settings.view_path)
-        try:
-            records = reader.list(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
-                                  map_index=map_index, limit=limit, offset=offset)
-        finally:
-            reader.close()
-        rows = [(r, backend.orm_deserialize_value(r)) for r in records]
+        with XComLookup(_settings()) as lookup:
+            entries = lookup.list(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+                                  map_index=map_index, since=since and since.replace(tzinfo=UTC),
+                                  until=until and until.replace(tzinfo=UTC), order_by=order_by,
+                                  descending=desc, limit=limit, offset=offset)
     except XComConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except XComBusError as exc:
         click.echo(f"xcombus: {exc}", err=True)
         sys.exit(1)
     if as_json:
-        for r, light in rows:
-            line = {"dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
-                    "key": r.key, "value": light, "timestamp": r.timestamp, "partition": r.partition,
-                    "offset": r.offset}
-            click.echo(_json.encode(line).decode())
+        for e in entries:
+            click.echo(_json.encode(e).decode())
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for column in ("dag_id", "run_id", "task_id", "map_index", "key", "value", "partition:offset"):
+    for column in ("dag_id", "run_id", "task_id", "map_index", "key", "value", "pushed (UTC)",
+                   "partition:offset"):
         table.add_column(column, overflow="fold")
-    for r, light in rows:
-        table.add_row(r.dag_id, r.run_id, r.task_id, str(r.map_index), r.key,
-                      _json.encode(light).decode() if not isinstance(light, str) else light,
-                      f"{r.partition}:{r.offset}")
+    for e in entries:
+        table.add_row(e.dag_id, e.run_id, e.task_id, str(e.map_index), e.key,
+                      e.value if isinstance(e.value, str) else _json.encode(e.value).decode(),
+                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f"), f"{e.partition}:{e.offset}")
     Console().print(table)
 
 
