@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 
-__all__ = ["KAFKA_VERSION", "LocalBroker", "cache_root"]
+__all__ = ["KAFKA_VERSION", "LocalBroker", "LocalCluster", "cache_root"]
 
 KAFKA_VERSION: Final = "4.3.1"
 # Kafka 4.x logs through slf4j 1.7; this binding routes it to the log4j 2 it ships.
@@ -76,6 +76,32 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+"""
+
+# One node (broker and controller) of a LocalCluster: a static controller quorum, topics
+# replicated to three nodes and writes refused below two in-sync replicas.
+_CLUSTER_PROPERTIES = """# Written by xcombus: node {node_id} of a {nodes}-node KRaft cluster on loopback.
+process.roles=broker,controller
+node.id={node_id}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.voters={voters}
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+unclean.leader.election.enable=false
+offsets.topic.replication.factor={replicas}
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 """
 
@@ -130,6 +156,9 @@ class LocalBroker:
     ``start()`` returns once a client's metadata request succeeds; ``stop()`` stops the
     process named in ``<home>/broker.pid`` only if it is this broker.
     """
+
+    #: JVM heap flags of the broker process.
+    _jvm_memory: tuple[str, ...] = (f"-Xmx{_HEAP}", "-Xms256m")
 
     def __init__(
         self,
@@ -200,9 +229,7 @@ class LocalBroker:
             raise XComBrokerError("Java 17 or newer is needed to run the local Kafka broker")
         return java
 
-    def _write_config(self) -> Path:
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        config = self.home / "server.properties"
+    def _server_properties(self) -> str:
         text = _SERVER_PROPERTIES.format(
             port=self.port, controller_port=self.controller_port, data=self.home / "data",
             protocol="SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT")
@@ -210,7 +237,16 @@ class LocalBroker:
             (user, password), = list(self.sasl_users.items())[:1]
             users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
             text += _SASL_PROPERTIES.format(user=user, password=password, users=users)
-        config.write_text(text)
+        return text
+
+    def _format_args(self) -> list[str]:
+        """StorageTool arguments naming the cluster id and the controller quorum."""
+        return ["--standalone", "-t", _kafka_uuid()]
+
+    def _write_config(self) -> Path:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(self._server_properties())
         (self.home / "log4j2.properties").write_text(_LOG4J2_PROPERTIES.format(log=self.log_file))
         return config
 
@@ -219,8 +255,7 @@ class LocalBroker:
             return
         cmd = [self._java(), "-Xmx256m", "-cp", f"{self.lib_dir}/*",
                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-               "kafka.tools.StorageTool", "format", "--standalone",
-               "-t", _kafka_uuid(), "-c", str(config)]
+               "kafka.tools.StorageTool", "format", *self._format_args(), "-c", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -248,9 +283,15 @@ class LocalBroker:
             self._wait_ready(time.monotonic() + timeout, None)
             return running
         self.ensure_jars()
+        proc = self._spawn()
+        self._wait_ready(time.monotonic() + timeout, proc)
+        return proc.pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Write the config, format the storage once, launch the JVM and record its pid."""
         config = self._write_config()
         self._format_storage(config)
-        cmd = [self._java(), f"-Xmx{_HEAP}", "-Xms256m", "-XX:+UseG1GC",
+        cmd = [self._java(), *self._jvm_memory, "-XX:+UseG1GC",
                "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.home / 'logs'}",
@@ -260,8 +301,7 @@ class LocalBroker:
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     cwd=self.home)
         self.pid_file.write_text(f"{proc.pid}\n")
-        self._wait_ready(time.monotonic() + timeout, proc)
-        return proc.pid
+        return proc
 
     def _wait_ready(self, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
         last_error = "no answer yet"
@@ -315,6 +355,149 @@ class LocalBroker:
         }
 
 
+class _ClusterNode(LocalBroker):
+    """One broker+controller of a :class:`LocalCluster` (its own home, ports and node id)."""
+
+    _jvm_memory = (f"-Xmx{_HEAP}", "-Xms128m")
+
+    def __init__(self, home: Path, *, port: int, node_id: int, cluster: LocalCluster) -> None:
+        super().__init__(home, port=port, kafka_version=cluster.kafka_version)
+        self.node_id = node_id
+        self._cluster = cluster
+
+    def _server_properties(self) -> str:
+        nodes = len(self._cluster.nodes)
+        replicas = min(nodes, 3)
+        return _CLUSTER_PROPERTIES.format(
+            node_id=self.node_id, nodes=nodes, port=self.port, controller_port=self.controller_port,
+            voters=self._cluster.quorum_voters, data=self.home / "data",
+            replicas=replicas, min_isr=max(1, replicas - 1))
+
+    def _format_args(self) -> list[str]:
+        # A static quorum (controller.quorum.voters): no --standalone, one shared cluster id.
+        return ["-t", self._cluster.cluster_id]
+
+
+class LocalCluster:
+    """Several local Kafka nodes, each broker and controller, forming one KRaft cluster.
+
+    ``ports`` holds each node's client port P; its controller listens on P+1. Node ``i``
+    (0-based) has ``node.id`` i+1 and lives in ``<home>/node-<i+1>``. Topics get three
+    replicas and need two in sync to accept writes (``min.insync.replicas=2``); unclean
+    leader election is off, so a leader is always a replica that had every acknowledged
+    record. Meant for fault tests: :meth:`kill_node` is ``kill -9``.
+    """
+
+    def __init__(self, home: str | os.PathLike[str], ports: list[int], *,
+                 kafka_version: str = KAFKA_VERSION) -> None:
+        if not ports:
+            raise XComConfigError("a cluster needs at least one node port")
+        taken = {q for p in ports for q in (p, p + 1)}
+        if len(taken) != 2 * len(ports):
+            raise XComConfigError(f"node ports {ports} overlap (each node uses P and P+1)")
+        self.home = Path(home).resolve()
+        self.kafka_version = kafka_version
+        self.nodes = [_ClusterNode(self.home / f"node-{i + 1}", port=port, node_id=i + 1, cluster=self)
+                      for i, port in enumerate(ports)]
+        id_file = self.home / "cluster.id"
+        try:
+            self.cluster_id = id_file.read_text().strip()
+        except OSError:
+            self.cluster_id = _kafka_uuid()
+            self.home.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(self.cluster_id + "\n")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    @property
+    def quorum_voters(self) -> str:
+        return ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+
+    def start(self, timeout: float = 120.0) -> list[int]:
+        """Start every node not running; return their pids once each node answers a
+        metadata request that lists all nodes."""
+        self.nodes[0].ensure_jars()
+        procs = {i: node._spawn() for i, node in enumerate(self.nodes) if node.pid() is None}
+        self._wait_ready(time.monotonic() + timeout, procs)
+        return [node.pid() or -1 for node in self.nodes]
+
+    def start_node(self, i: int, timeout: float = 120.0) -> int:
+        """(Re)start node ``i``; return its pid once every node answers and lists all nodes."""
+        node = self.nodes[i]
+        pid = node.pid()
+        procs = {} if pid is not None else {i: node._spawn()}
+        self._wait_ready(time.monotonic() + timeout, procs)
+        return node.pid() or -1
+
+    def kill_node(self, i: int) -> bool:
+        """``kill -9`` node ``i`` (no controlled shutdown); False if it was not running."""
+        node = self.nodes[i]
+        pid = node.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while node.pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _reap(pid)
+        node.pid_file.unlink(missing_ok=True)
+        return pid is not None
+
+    def stop_node(self, i: int, timeout: float = 60.0) -> bool:
+        """Stop node ``i`` cleanly (SIGTERM, SIGKILL after ``timeout``); False if not running."""
+        return self.nodes[i].stop(timeout)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Stop every node: SIGTERM to all at once (so none waits for a quorum that has gone),
+        SIGKILL after ``timeout``. Return how many were running."""
+        running = [(node, pid) for node in self.nodes if (pid := node.pid()) is not None]
+        for _, pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(node.pid() is not None for node, _ in running):
+            for _, pid in running:
+                _reap(pid)
+            time.sleep(0.2)
+        for node, pid in running:
+            if node.pid() is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.2)
+            _reap(pid)
+        for node in self.nodes:
+            node.pid_file.unlink(missing_ok=True)
+        return len(running)
+
+    def _wait_ready(self, deadline: float, procs: dict[int, subprocess.Popen[bytes]]) -> None:
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            for i, proc in procs.items():
+                if proc.poll() is not None:
+                    raise XComBrokerError(
+                        f"Kafka node {i + 1} exited with code {proc.returncode} during start-up:\n"
+                        f"{self._log_tails()}")
+            try:
+                # Every node must answer and list every node: after a kill -9 the others
+                # still list the dead one until its session expires (about 9 s).
+                for node in self.nodes:
+                    socket.create_connection(("127.0.0.1", node.port), timeout=1).close()
+                    _run_blocking(_probe(node.bootstrap_servers, {}, brokers=len(self.nodes)))
+                return
+            except Exception as exc:  # any failure means "not ready yet"; keep the reason
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+        raise XComTimeoutError(
+            f"the Kafka cluster at {self.bootstrap_servers} did not list all {len(self.nodes)} "
+            f"brokers in time ({last_error}):\n{self._log_tails()}")
+
+    def _log_tails(self, lines: int = 15) -> str:
+        return "\n".join(f"-- node {n.node_id} ({n.log_file}):\n{_tail(n.log_file, lines)}\n"
+                         f"{_tail(n.out_file, 5)}" for n in self.nodes)
+
+
 def _run_blocking(coro: Any) -> None:
     """asyncio.run, also from code that already runs inside an event loop (a thread then)."""
     try:
@@ -332,7 +515,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-async def _probe(bootstrap_servers: str, sasl_users: dict[str, str]) -> None:
+async def _probe(bootstrap_servers: str, sasl_users: dict[str, str], brokers: int = 1) -> None:
     from aiokafka import AIOKafkaClient
 
     auth: dict[str, str] = {}
@@ -343,7 +526,10 @@ async def _probe(bootstrap_servers: str, sasl_users: dict[str, str]) -> None:
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **auth)
     try:
         await asyncio.wait_for(client.bootstrap(), 5)
-        if not client.cluster.brokers():
+        listed = len(client.cluster.brokers())
+        if not listed:
             raise XComBrokerError("the broker answered but lists no brokers yet")
+        if listed < brokers:
+            raise XComBrokerError(f"the cluster answered but lists {listed} of {brokers} brokers")
     finally:
         await client.close()

@@ -132,6 +132,10 @@ class _SeekToView(ConsumerRebalanceListener):
         consumer = m._consumer
         assert consumer is not None
         tps = list(assigned)
+        # Batches may still be applied while we wait below; compare what was applied
+        # *before* reading the log bounds (the log only grows, so this is never ahead of it
+        # unless the topic was re-created).
+        applied_before = dict(m.applied)
         try:
             async with asyncio.timeout(m.settings.connect_timeout):
                 ends = await consumer.end_offsets(tps)
@@ -139,8 +143,8 @@ class _SeekToView(ConsumerRebalanceListener):
         except (TimeoutError, KafkaError) as exc:
             log.warning("could not check the log bounds of %s: %r", tps, exc)
             ends = starts = {}
-        ahead = {tp.partition: (m.applied[tp.partition], ends[tp]) for tp in tps
-                 if tp in ends and m.applied.get(tp.partition, 0) > ends[tp]}
+        ahead = {tp.partition: (applied_before[tp.partition], ends[tp]) for tp in tps
+                 if tp in ends and applied_before.get(tp.partition, 0) > ends[tp]}
         if ahead:
             # The log is shorter than what the view applied: the topic was deleted and
             # re-created (or truncated). Going on would skip every new event.

@@ -48,3 +48,34 @@ def own_broker(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]:
     yield start
     for broker in started:
         broker.stop()
+
+
+# -- a multi-node cluster (scenario 3); appended to this file, hence the late import --
+from xcombus.broker import LocalCluster  # noqa: E402
+
+
+def free_port_pairs(n: int) -> list[int]:
+    """``n`` ports P, each with P+1 free, no two pairs overlapping (a cluster's nodes)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port_pair()
+        if all(abs(port - other) > 1 for other in ports):
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Start a local multi-node KRaft cluster private to one test; every node is stopped at
+    the end, whatever the test did to them (kill -9 included) and even if start() failed."""
+    started: list[LocalCluster] = []
+
+    def start(nodes: int = 3) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"cluster{len(started)}", free_port_pairs(nodes))
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
