@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from xcombus.broker import LocalBroker
+from xcombus.broker import LocalBroker, LocalCluster
 
 SOAK = os.environ.get("XCOMBUS_SOAK") == "1"
 
@@ -50,10 +50,7 @@ def own_broker(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]:
         broker.stop()
 
 
-# -- a multi-node cluster (scenario 3); appended to this file, hence the late import --
-from xcombus.broker import LocalCluster  # noqa: E402
-
-
+# -- a multi-node cluster (scenario 3) ------------------------------------------------------
 def free_port_pairs(n: int) -> list[int]:
     """``n`` ports P, each with P+1 free, no two pairs overlapping (a cluster's nodes)."""
     ports: list[int] = []
