@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
-from xcombus import Settings
+from xcombus import Settings, XComBus, XComBusError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -62,3 +65,16 @@ def start_materializer(settings: Settings) -> DrainedPopen:
     """Start ``python -m consumers.materializer`` as a separate process."""
     return DrainedPopen([sys.executable, "-m", "consumers.materializer", "--log-level", "INFO"],
                         env=settings_env(settings), stdin=subprocess.DEVNULL)
+
+
+async def wait_visible_or_dump(bus: XComBus, mat: DrainedPopen, partitions: Iterable[int]) -> None:
+    """bus.wait_visible, and if it fails, print what the materializer's tasks were waiting on
+    (its SIGUSR1 dump) before re-raising: a stuck materializer explains itself."""
+    try:
+        await bus.wait_visible(partitions)
+    except XComBusError:
+        mat.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1)
+        mat.terminate()
+        print(mat.communicate(timeout=60)[0][-6000:])
+        raise

@@ -7,7 +7,6 @@ without help."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import msgspec
 import pytest
 
 from tests.faults.conftest import SOAK
-from tests.helpers import start_materializer
+from tests.helpers import start_materializer, wait_visible_or_dump
 from xcombus import Settings, ViewReader, XComBus, XComBusError
 from xcombus.broker import LocalBroker
 
@@ -66,14 +65,7 @@ async def test_acknowledged_pushes_survive_broker_restarts(own_broker: Callable[
             stop_pushing.set()
             await asyncio.gather(*workers)
             assert len(acked) >= mark + 200, f"pushes did not recover: {failures}"
-            try:
-                await bus.wait_visible(range(settings.partitions))
-            except XComBusError:
-                mat.send_signal(signal.SIGUSR1)
-                await asyncio.sleep(1)
-                mat.terminate()
-                print(mat.communicate(timeout=60)[0][-6000:])
-                raise
+            await wait_visible_or_dump(bus, mat, range(settings.partitions))
             assert mat.poll() is None, "the materializer died: " + (mat.communicate()[0] or "")
         finally:
             mat.terminate()

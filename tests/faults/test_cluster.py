@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 import uuid
 from collections import Counter
@@ -23,7 +22,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.conftest import SOAK
-from tests.helpers import DrainedPopen, start_materializer
+from tests.helpers import DrainedPopen, start_materializer, wait_visible_or_dump
 from xcombus import Settings, ViewReader, XComBus, XComBusError
 from xcombus.audit import read_log
 from xcombus.broker import LocalCluster
@@ -124,14 +123,7 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
             await asyncio.sleep(5)
             stop_pushing.set()
             await asyncio.gather(*workers)
-            try:
-                await bus.wait_visible(range(settings.partitions))
-            except XComBusError:
-                mat.send_signal(signal.SIGUSR1)
-                await asyncio.sleep(1)
-                mat.terminate()
-                print(mat.communicate(timeout=60)[0][-6000:])
-                raise
+            await wait_visible_or_dump(bus, mat, range(settings.partitions))
             assert mat.poll() is None, "the materializer died: " + mat.output()[-6000:]
         finally:
             mat.terminate()
