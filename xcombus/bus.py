@@ -12,9 +12,10 @@ import itertools
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from time import time_ns
 from typing import Any, Final
 
 from .backends import BaseXCom, load_backend
@@ -82,6 +83,12 @@ class XComBus:
         self.settings = base.replace(**overrides) if overrides else base
         self.backend: type[BaseXCom] = load_backend(self.settings)
         self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # Read on every push: looked up once here (settings are frozen, the backend is
+        # chosen once per bus) rather than through attribute chains per push.
+        self._serialize_value = self.backend.serialize_value
+        self._codec = self.backend.codec
+        self._does_io = self.backend.does_io
+        self._max_value_bytes = self.settings.max_value_bytes
         self._materialize = materialize
         self._materializer: Materializer | None = None
         self._publisher = Publisher(self.settings)
@@ -141,7 +148,7 @@ class XComBus:
     def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, *,
                       try_number: int = 1, logical_date: datetime | None = None) -> TaskInstance:
         """The handle of one task instance, with ``xcom_push`` and ``xcom_pull``."""
-        return TaskInstance(self, TaskInstanceKey(dag_id, run_id, task_id, map_index).validated(),
+        return TaskInstance(self, TaskInstanceKey(dag_id, run_id, task_id, map_index),
                             try_number=try_number, logical_date=logical_date)
 
     # -- push ---------------------------------------------------------------------------
@@ -153,38 +160,65 @@ class XComBus:
                    logical_date: int | None = None) -> Receipt:
         """Serialize and publish one XCom; return once the broker holds it durably."""
         self._check_open()
+        raw_key = ti.encode()
+        return await self._submit(ti, raw_key, partition_for(raw_key, self._partitions), key, value,
+                                  try_number, logical_date)
+
+    def _submit(self, ti: TaskInstanceKey, raw_key: bytes, partition: int, key: str, value: Any,
+                try_number: int, logical_date: int | None) -> Awaitable[Receipt]:
+        """Check, serialize and queue one push; the awaitable resolves on the broker's ack.
+
+        A plain function (not a coroutine) so that ``TaskInstance.xcom_push`` awaits the
+        publisher's future directly: every extra coroutine layer costs CPU on each push.
+        Errors are raised here, before anything is queued.
+        """
+        self._check_open()
         validate_key(key)
-        backend = self.backend
+        if self._does_io:  # object storage: serialize in a thread, off the event loop
+            return self._submit_off_loop(ti, raw_key, partition, key, value, try_number, logical_date)
         try:
-            if backend.does_io:  # object storage: in a thread, off the event loop
-                data = await asyncio.to_thread(partial(
-                    backend.serialize_value, value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
-                    run_id=ti.run_id, map_index=ti.map_index))
-            else:
-                data = backend.serialize_value(value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
-                                               run_id=ti.run_id, map_index=ti.map_index)
+            data = self._serialize_value(value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                                         run_id=ti.run_id, map_index=ti.map_index)
         except (XComSerializationError, XComConfigError):
             raise
         except Exception as exc:  # a backend's own error: translate, keep the cause
-            raise XComSerializationError(
-                f"cannot serialize XCom {key!r} (type {type(value).__qualname__}) with "
-                f"{self.backend.__qualname__}: {exc}") from exc
+            raise self._serialize_error(key, value, exc) from exc
+        return self._publisher.submit(partition, raw_key,
+                                      self._encode_push(key, data, try_number, logical_date))
+
+    async def _submit_off_loop(self, ti: TaskInstanceKey, raw_key: bytes, partition: int, key: str,
+                               value: Any, try_number: int, logical_date: int | None) -> Receipt:
+        try:
+            data = await asyncio.to_thread(partial(
+                self._serialize_value, value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                run_id=ti.run_id, map_index=ti.map_index))
+        except (XComSerializationError, XComConfigError):
+            raise
+        except Exception as exc:  # a backend's own error: translate, keep the cause
+            raise self._serialize_error(key, value, exc) from exc
+        return await self._publisher.submit(partition, raw_key,
+                                            self._encode_push(key, data, try_number, logical_date))
+
+    def _serialize_error(self, key: str, value: Any, exc: Exception) -> XComSerializationError:
+        return XComSerializationError(
+            f"cannot serialize XCom {key!r} (type {type(value).__qualname__}) with "
+            f"{self.backend.__qualname__}: {exc}")
+
+    def _encode_push(self, key: str, data: Any, try_number: int, logical_date: int | None) -> bytes:
+        """The push event for serialized ``data``, after checking its type and size."""
         if not isinstance(data, bytes):
             raise XComSerializationError(
                 f"{self.backend.__qualname__}.serialize_value must return bytes, not "
                 f"{type(data).__qualname__}")
-        limit = self.settings.max_value_bytes
-        if len(data) > limit:
+        if len(data) > self._max_value_bytes:
             raise XComValueTooLargeError(
                 f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
-                f"{limit} bytes (max_value_bytes); nothing was sent. Large values belong in "
-                "object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
-        event = Push(schema=SCHEMA_VERSION, key=key, value=data, codec=self.backend.codec,
-                     ts=now_us(), producer=self.producer_id, logical_date=logical_date,
-                     try_number=try_number)
-        raw_key = ti.encode()
-        return await self._publisher.publish(partition_for(raw_key, self._partitions), raw_key,
-                                             encode_event(event))
+                f"{self._max_value_bytes} bytes (max_value_bytes); nothing was sent. Large values "
+                "belong in object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
+        return encode_event(Push(schema=SCHEMA_VERSION, key=key, value=data, codec=self._codec,
+                                 ts=time_ns() // 1000,  # now_us(), without its call
+                                 producer=self.producer_id,
+                                 logical_date=logical_date, try_number=try_number))
 
     async def clear(self, ti: TaskInstanceKey, *, try_number: int = 1) -> Receipt:
         """Publish a clear: every XCom of the task instance is deleted from the view."""
@@ -290,20 +324,30 @@ class XComBus:
 
 
 class TaskInstance:
-    """One running task instance: what ``ti`` is inside an Airflow task."""
+    """One running task instance: what ``ti`` is inside an Airflow task.
+
+    Its identity is fixed at creation (read-only attributes), so the identifiers are
+    validated and the message key encoded once here, not on every push.
+    """
 
     def __init__(self, bus: XComBus, key: TaskInstanceKey, *, try_number: int = 1,
                  logical_date: datetime | None = None) -> None:
         self.bus = bus
-        self.key = key
-        self.try_number = try_number
-        self.logical_date = logical_date
+        self._key = key.validated()
+        self._try_number = try_number
+        self._logical_date = logical_date
         self._logical_us = _to_us(logical_date)
+        self._raw_key = key.encode()
+        #: The partition of every event of this task instance; known once the bus is open.
+        self._partition = -1
 
-    dag_id = property(lambda self: self.key.dag_id)
-    run_id = property(lambda self: self.key.run_id)
-    task_id = property(lambda self: self.key.task_id)
-    map_index = property(lambda self: self.key.map_index)
+    key = property(lambda self: self._key)
+    try_number = property(lambda self: self._try_number)
+    logical_date = property(lambda self: self._logical_date)
+    dag_id = property(lambda self: self._key.dag_id)
+    run_id = property(lambda self: self._key.run_id)
+    task_id = property(lambda self: self._key.task_id)
+    map_index = property(lambda self: self._key.map_index)
 
     def __repr__(self) -> str:
         k = self.key
@@ -312,12 +356,16 @@ class TaskInstance:
 
     async def xcom_push(self, key: str, value: Any) -> Receipt:
         """Push ``value`` under ``key``; returns once durable on the broker."""
-        return await self.bus.push(self.key, key, value, try_number=self.try_number,
-                                   logical_date=self._logical_us)
+        bus = self.bus
+        if self._partition < 0:
+            bus._check_open()  # the partition count is known once the bus is open
+            self._partition = partition_for(self._raw_key, bus._partitions)
+        return await bus._submit(self._key, self._raw_key, self._partition, key, value,
+                                 self._try_number, self._logical_us)
 
     async def xcom_clear(self) -> Receipt:
         """Delete every XCom of this task instance (what a new try does first)."""
-        return await self.bus.clear(self.key, try_number=self.try_number)
+        return await self.bus.clear(self._key, try_number=self._try_number)
 
     async def xcom_pull(
         self,

@@ -54,6 +54,10 @@ _FATAL_PRODUCER_ERRORS = (
 
 _Item = tuple[bytes, bytes, "asyncio.Future[Receipt]"]
 
+#: Builds a Receipt without NamedTuple's Python-level ``__new__`` (one frame per push
+#: saved; the result is the same Receipt). Only for fields already known to be right.
+_receipt = tuple.__new__
+
 
 class _Lane:
     __slots__ = ("items", "newest", "task", "wake")
@@ -77,6 +81,8 @@ class Publisher:
         self._settings = settings
         self._topic = settings.topic
         self._producer: AIOKafkaProducer | None = None
+        #: The loop the producer runs on (set by start): submit() is called once per push.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict[int, _Lane] = {}
         self._closed = False
         self._reset_lock = asyncio.Lock()
@@ -119,6 +125,7 @@ class Publisher:
         if self._closed:
             raise XComClosedError("this Publisher was closed; create a new one")
         if self._producer is None:
+            self._loop = asyncio.get_running_loop()
             self._producer = await self._start_producer()
 
     async def __aenter__(self) -> Publisher:
@@ -135,13 +142,22 @@ class Publisher:
         (enforced per batch by the lane: one timer per batch, not per push, is a large
         share of the hot path's cost).
         """
+        return await self.submit(partition, key, value)
+
+    def submit(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[Receipt]:
+        """Queue one record; the returned future resolves as :meth:`publish` returns.
+
+        A plain function, so a caller on the push path awaits the future itself instead
+        of one more coroutine (each layer of coroutines is paid again on every push).
+        Must be called on the event loop the publisher was started on.
+        """
         if self._closed or self._producer is None:
             raise XComClosedError("the publisher is closed (or not started)")
         if len(key) + len(value) > MAX_RECORD_BYTES:
             raise XComValueTooLargeError(
                 f"an event of {len(key) + len(value)} bytes does not fit in a Kafka record batch "
                 f"({MAX_RECORD_BYTES} bytes at most); nothing was sent")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = _Lane()
@@ -151,7 +167,7 @@ class Publisher:
             lane.wake.set()
         lane.newest = loop.time()
         lane.items.append((key, value, fut))
-        return await fut
+        return fut
 
     async def _run_lane(self, partition: int, lane: _Lane) -> None:
         try:
@@ -192,9 +208,13 @@ class Publisher:
             if producer is None:
                 raise XComClosedError("the publisher is closed")
             batch = producer.create_batch()
+            append = batch.append
             start = i
-            # aiokafka accepts any first record; publish() already refused oversized ones.
-            while i < n and batch.append(key=items[i][0], value=items[i][1], timestamp=None) is not None:
+            # aiokafka accepts any first record; submit() already refused oversized ones.
+            while i < n:
+                key, value, _ = items[i]
+                if append(key=key, value=value, timestamp=None) is None:
+                    break  # the batch is full: the rest go in the next one
                 i += 1
             chunk = items[start:i]
             try:
@@ -230,7 +250,7 @@ class Publisher:
             if not fut.done():
                 # A retried batch the broker had already written may come back without its
                 # offset (-1): the push is durable, its position unknown.
-                fut.set_result(Receipt(topic, partition, base + idx if base >= 0 else -1))
+                fut.set_result(_receipt(Receipt, (topic, partition, base + idx if base >= 0 else -1)))
 
     def _schedule_reset(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         if isinstance(exc, _FATAL_PRODUCER_ERRORS) and not self._closed:
