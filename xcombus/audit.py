@@ -33,7 +33,8 @@ from .materialize import fold
 from .records import XComRecord
 from .settings import Settings
 from .topic import describe_topic
-from .view import ViewWriter, acquire_write_lock
+from .view import acquire_write_lock
+from .writer import ViewWriterProcess
 
 __all__ = ["AuditEvent", "RebuildSummary", "VerifyResult", "history", "rebuild", "swap", "tail", "verify"]
 
@@ -247,15 +248,15 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
     total = sum(until_offsets.values())
     applied: dict[int, int] = {}
     events = dead = 0
-    async with ViewWriter(path, topic=settings.topic) as writer:
-        await writer.db.execute("PRAGMA synchronous=OFF")  # a fresh file: nothing to lose yet
-        await writer.drop_secondary_indexes()
+    # The writer process writes batch n while this process reads and folds batch n+1.
+    async with ViewWriterProcess(path, topic=settings.topic) as writer:
+        await writer.bulk_begin()  # a fresh file: no fsync, secondary indexes at the end
         async for batch in read_log(settings, sorted(until_offsets), until=until_offsets):
             by_partition: dict[int, list[Any]] = {}
             for rec in batch:
                 by_partition.setdefault(rec.partition, []).append(rec)
             folded = fold(by_partition, applied, backend)
-            await writer.apply(folded)
+            await writer.submit(folded)  # waits for the previous batch's commit first
             applied.update(folded.offsets)
             events += sum(folded.events.values())
             dead += len(folded.dead)
@@ -265,11 +266,8 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
         folded_end = fold({}, applied, backend)
         folded_end.offsets = {p: o for p, o in until_offsets.items() if o > applied.get(p, 0)}
         if folded_end.offsets:
-            await writer.apply(folded_end)
-        await writer.create_secondary_indexes()
-        await writer.db.execute("PRAGMA synchronous=NORMAL")
-        await writer.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        rows = (await writer.db.execute_fetchall("SELECT count(*) FROM xcom"))[0][0]
+            await writer.submit(folded_end)
+        rows = await writer.bulk_end()  # after the batch in flight: raises if it failed
         offsets = await writer.offsets()
     return RebuildSummary(str(path), events, rows, dead, offsets, time.perf_counter() - started)
 

@@ -1,6 +1,10 @@
 """Fold the topic into the SQLite view: consume, fold a batch, apply it with its offsets.
 
 The loop is ``getmany → fold → one transaction (rows + dead letters + next offsets)``.
+The transaction runs in a writer process (:mod:`xcombus.writer`) while this process
+fetches and folds the next batch: ``applied`` advances when a batch is handed over (so the
+next fold skips it), ``visible`` and everything that tells the world (the progress event,
+metrics, the Kafka commit, purges) only once the writer acknowledged its commit.
 On every assignment the consumer seeks to the offsets stored *in the view*, so the view,
 not Kafka's committed offsets, decides where to resume; the Kafka commit that follows each
 transaction exists for lag tooling only. A batch (or its part) below the view's offsets is
@@ -32,7 +36,8 @@ from .metrics import MaterializerMetrics
 from .records import XComRecord
 from .settings import Settings
 from .topic import ensure_topic
-from .view import DeadLetter, ViewBatch, ViewWriter
+from .view import DeadLetter, ViewBatch
+from .writer import ViewWriterProcess
 
 __all__ = ["Materializer", "fold"]
 
@@ -124,7 +129,8 @@ class _SeekToView(ConsumerRebalanceListener):
         self._m = materializer
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        # Nothing to flush: every batch is committed to the view before the next poll.
+        # Nothing to flush: a batch in flight commits to this view whoever owns the
+        # partition next (another member folds its own view, from its own offsets).
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -176,10 +182,12 @@ class Materializer:
         self.settings = settings
         self.metrics = metrics
         self.backend = backend or load_backend(settings)
-        self.writer = ViewWriter(settings.view_path, topic=settings.topic)
-        #: partition -> next offset, as committed to the view (mirrors the offsets table).
+        self.writer = ViewWriterProcess(settings.view_path, topic=settings.topic)
+        #: partition -> next offset, as handed to the writer (committed, or in flight): what
+        #: fold and seek go by, so nothing is applied twice.
         self.applied: dict[int, int] = {}
-        #: Like ``applied``, updated once a batch's purges are done too (what waiters read).
+        #: partition -> next offset, once the batch committed and its purges are done (what
+        #: waiters, metrics and the Kafka commit read).
         self.visible: dict[int, int] = {}
         self.events_applied = 0
         self.dead_letters = 0
@@ -191,6 +199,9 @@ class Materializer:
         self._kafka_commit: asyncio.Task[None] | None = None
         self._last_progress = self._last_check = 0.0
         self._fatal: Exception | None = None
+        #: The last batch handed to the writer, until its commit is acknowledged and
+        #: published (at most one in flight: memory holds two batches at most).
+        self._committing: asyncio.Task[None] | None = None
 
     async def _connect(self) -> AIOKafkaConsumer:
         """A started consumer, subscribed with the seek-to-view listener."""
@@ -268,8 +279,11 @@ class Materializer:
             elif await self._stalled(consumer):
                 await self._reconnect()
             if self.metrics is not None:
-                self.metrics.positions(self.applied, {tp.partition: consumer.highwater(tp)
+                self.metrics.positions(self.visible, {tp.partition: consumer.highwater(tp)
                                                       for tp in consumer.assignment()})
+        await self.settle()  # the batch in hand is finished: committed and published
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
         """A watchdog for a consumer that stays alive but stops consuming (aiokafka #1154:
@@ -317,14 +331,42 @@ class Materializer:
         self._last_progress = time.monotonic()
 
     async def apply(self, records: Mapping[int, Sequence[Any]]) -> None:
-        """Fold and commit one fetched batch, then tell waiters and (lazily) Kafka."""
+        """Fold one fetched batch and hand it to the writer; returns once it is in flight.
+
+        The commit is published (waiters, metrics, purges, Kafka) by a task that waits for
+        the writer's acknowledgement; call :meth:`settle` to wait for it.
+        """
         started = time.perf_counter()
         batch = fold(records, self.applied, self.backend)
         if not batch.offsets:
             return
         track = purges(self.backend)
-        replaced = await self.writer.apply(batch, collect_replaced=track)
+        # The previous batch first: it is published before this one is sent, so visible
+        # offsets and purges follow log order, and a failed write stops us here.
+        try:
+            await self.settle()
+            commit = await self.writer.submit(batch, collect_replaced=track)
+        except XComViewError as exc:
+            self.fail(exc)
+            raise
         self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
+        self._committing = asyncio.ensure_future(self._publish(batch, commit, track, started))
+
+    async def settle(self) -> None:
+        """Wait until the batch in flight (if any) is committed and published; raise
+        XComViewError if its write failed (the writer then refuses every later batch)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _publish(self, batch: ViewBatch, commit: asyncio.Future[list[XComRecord]],
+                       track: bool, started: float) -> None:
+        """After the writer's acknowledgement: purge, then tell waiters and (lazily) Kafka."""
+        try:
+            replaced = await commit
+        except XComViewError as exc:
+            self.fail(exc)  # an idle loop learns it too: run() raises it
+            raise
         self.events_applied += sum(batch.events.values())
         self.dead_letters += len(batch.dead)
         for dead in batch.dead:
@@ -371,7 +413,7 @@ class Materializer:
         self._last_kafka_commit = now
         topic = self.settings.topic
         assigned = {tp.partition for tp in consumer.assignment()}
-        offsets = {TopicPartition(topic, p): o for p, o in self.applied.items() if p in assigned}
+        offsets = {TopicPartition(topic, p): o for p, o in self.visible.items() if p in assigned}
         if not offsets:
             return
 
@@ -433,6 +475,8 @@ class Materializer:
                 except Exception:
                     log.exception("the materializer loop failed")
         finally:
+            with contextlib.suppress(Exception):
+                await self.settle()  # publish the batch in flight (or retrieve its error)
             if self._consumer is not None:
                 with contextlib.suppress(Exception):
                     await self._commit_to_kafka(force=True)

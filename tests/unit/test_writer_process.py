@@ -1,0 +1,181 @@
+"""The view writer in a child process (xcombus.writer) and the materializer on top of it
+(no broker needed: batches are handed to Materializer.apply directly)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_fold_and_view import _reader_process, clear, push, recs
+from xcombus import MsgspecXCom, Settings, ViewReader, XComViewError, XComViewLockedError
+from xcombus.materialize import Materializer, fold
+from xcombus.view import ViewWriter
+from xcombus.writer import ViewWriterProcess
+
+
+def _stored(path: Path) -> tuple[list[tuple[str, bytes, int]], dict[int, int], dict[int, int]]:
+    reader = ViewReader(path)
+    try:
+        return ([(r.key, r.value, r.offset) for r in reader.list()], reader.offsets(),
+                reader.applied_events())
+    finally:
+        reader.close()
+
+
+async def _wait_dead(pid: int) -> None:
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} is still alive")
+
+
+async def test_batches_commit_in_the_child_with_their_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    async with ViewWriterProcess(path, topic="t") as writer:
+        assert await writer.offsets() == {}
+        await writer.apply(fold({0: recs(push("a", b"1"), push("b", b"2"))}, {}, MsgspecXCom))
+        batch = fold({0: recs(clear(), push("a", b"3"), start=2)}, {0: 2}, MsgspecXCom)
+        replaced = await writer.apply(batch, collect_replaced=True)
+        assert sorted((r.key, r.value) for r in replaced) == [("a", b"1"), ("b", b"2")]
+        assert await writer.offsets() == {0: 4}
+    assert _stored(path) == ([("a", b"3", 3)], {0: 4}, {0: 4})
+
+
+async def test_the_lock_is_held_for_the_writers_life(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    async with ViewWriterProcess(path, topic="t") as writer:
+        for other in (ViewWriterProcess(path, topic="t"), ViewWriter(path, topic="t")):
+            with pytest.raises(XComViewLockedError, match=f"pid {os.getpid()}"):
+                await other.open()
+        # The child holds the same lock: it outlives its parent's descriptor.
+        child = writer._proc
+        assert child is not None and child.poll() is None
+    async with ViewWriterProcess(path, topic="t"):  # released on close
+        pass
+
+
+async def test_a_view_of_another_topic_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    async with ViewWriterProcess(path, topic="t"):
+        pass
+    with pytest.raises(XComViewError, match="view of topic 't'"):
+        await ViewWriterProcess(path, topic="other").open()
+    async with ViewWriterProcess(path, topic="t"):  # the failed open released the lock
+        pass
+
+
+async def test_a_failed_write_applies_nothing_and_nothing_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    writer = ViewWriterProcess(path, topic="t")
+    await writer.open()
+    try:
+        await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
+        batch = fold({0: recs(clear(), push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom)
+        batch.upserts.append(("only", "three", "columns"))  # fails after the clear ran
+        with pytest.raises(XComViewError, match="offsets did not advance"):
+            await writer.apply(batch)
+        later = fold({0: recs(push("c", b"3"), start=3)}, {0: 3}, MsgspecXCom)
+        with pytest.raises(XComViewError, match="offsets did not advance"):
+            await writer.apply(later)
+    finally:
+        await writer.aclose()
+    assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
+
+
+async def test_a_dead_child_is_a_clear_error_and_nothing_is_applied_later(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    writer = ViewWriterProcess(path, topic="t")
+    await writer.open()
+    try:
+        await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
+        assert writer._proc is not None
+        os.kill(writer._proc.pid, signal.SIGKILL)
+        await _wait_dead(writer._proc.pid)
+        with pytest.raises(XComViewError, match=r"writer process died.*offsets did not advance"):
+            await writer.apply(fold({0: recs(push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom))
+        with pytest.raises(XComViewError, match="writer process died"):
+            await writer.offsets()
+    finally:
+        await writer.aclose()
+    assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
+    async with ViewWriterProcess(path, topic="t") as again:  # the stored offsets are authoritative
+        assert await again.offsets() == {0: 1}
+
+
+def _materializer(path: Path) -> Materializer:
+    settings = Settings.from_env({}, bootstrap_servers="127.0.0.1:1", topic="t", view_path=str(path))
+    return Materializer(settings, backend=MsgspecXCom)
+
+
+async def test_materializer_publishes_only_acknowledged_commits(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    m = _materializer(path)
+    await m.writer.open()
+    try:
+        await m.apply({0: recs(push("a", b"1"), push("b", b"2"))})
+        assert m.applied == {0: 2}  # handed over: the next fold skips these records
+        await m.apply({0: recs(push("a", b"1"), push("b", b"2"), push("c", b"3"))})
+        assert m.applied == {0: 3}
+        await m.settle()
+        assert m.visible == {0: 3} and m.events_applied == 3
+        assert _stored(path)[1:] == ({0: 3}, {0: 3})
+    finally:
+        await m.writer.aclose()
+
+
+async def test_materializer_stops_when_the_writer_dies(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    m = _materializer(path)
+    await m.writer.open()
+    try:
+        await m.apply({0: recs(push("a", b"1"))})
+        await m.settle()
+        assert m.writer._proc is not None
+        os.kill(m.writer._proc.pid, signal.SIGKILL)
+        await _wait_dead(m.writer._proc.pid)
+        with pytest.raises(XComViewError, match="offsets did not advance"):
+            await m.apply({0: recs(push("b", b"2"), start=1)})
+            await m.settle()
+        with pytest.raises(XComViewError):
+            await m.apply({0: recs(push("c", b"3"), start=2)})
+            await m.settle()
+        assert m.visible == {0: 1}
+        assert m._fatal is not None or m._stopping.is_set()
+    finally:
+        await m.writer.aclose()
+    assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
+
+
+async def test_readers_never_see_half_a_batch_written_by_the_child(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "v.db"
+    ctx = multiprocessing.get_context("spawn")
+    out, done = ctx.Queue(), ctx.Event()
+    async with ViewWriterProcess(path, topic="t") as writer:
+        readies = [ctx.Event() for _ in range(2)]
+        readers = [ctx.Process(target=_reader_process, args=(str(path), r, done, out)) for r in readies]
+        for p in readers:
+            p.start()
+        for r in readies:
+            assert r.wait(60)
+        offset = 0
+        for b in range(300):  # pipelined: one batch in flight while the next is folded
+            events = [push(f"k{b}-{i}", b"\"v\"") for i in range(50)]
+            await writer.submit(fold({0: recs(*events, start=offset)}, {0: offset}, MsgspecXCom))
+            offset += len(events)
+        await writer.drain()
+        done.set()
+        results = [out.get(timeout=60) for _ in readers]
+        for p in readers:
+            p.join(30)
+    for torn, states in results:
+        assert torn == 0
+        assert states > 1
