@@ -278,12 +278,17 @@ class Materializer:
                 self._last_progress = time.monotonic()
             elif await self._stalled(consumer):
                 await self._reconnect()
-            if self.metrics is not None:
-                self.metrics.positions(self.visible, {tp.partition: consumer.highwater(tp)
-                                                      for tp in consumer.assignment()})
+            self._report_positions()
         await self.settle()  # the batch in hand is finished: committed and published
         if self._fatal is not None:
             raise self._fatal
+
+    def _report_positions(self) -> None:
+        """Metrics: committed offsets and lag per partition (only what the view shows)."""
+        consumer = self._consumer
+        if self.metrics is not None and consumer is not None:
+            self.metrics.positions(self.visible, {tp.partition: consumer.highwater(tp)
+                                                  for tp in consumer.assignment()})
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
         """A watchdog for a consumer that stays alive but stops consuming (aiokafka #1154:
@@ -378,6 +383,7 @@ class Materializer:
             self.metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.
         self.visible.update(batch.offsets)
+        self._report_positions()
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
         await self._commit_to_kafka(force=False)
