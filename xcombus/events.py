@@ -110,10 +110,12 @@ def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
     return _decode_ti_key(raw)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=4096)
 def _decode_ti_key(raw: bytes) -> TaskInstanceKey:
     # Cached: a task instance sends many events; parsing and validating its key once
-    # takes a visible share of the materializer's fold.
+    # takes a visible share of the materializer's fold. Small: one task instance's events
+    # arrive together, and each entry costs ≈ 350 bytes of the materializer's memory
+    # (65,536 entries held 22 MiB of a 1,000,000-event drain, tracemalloc).
     try:
         return TaskInstanceKey(*_key_decoder.decode(raw)).validated()
     except (msgspec.DecodeError, UnicodeDecodeError, XComIdentifierError) as exc:

@@ -65,6 +65,7 @@ def fold(
     track = purges(backend)
     rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     keys_of: dict[tuple[str, str, str, int], set[str]] = {}
+    runs: dict[tuple[str, str], int] = {}
     for partition, recs in records.items():
         floor = applied.get(partition, 0)
         count = 0
@@ -109,11 +110,14 @@ def fold(
                 batch.superseded.append(rows[ident])
             rows[ident] = (*ident, event.value, event.codec, event.ts, event.logical_date,
                            event.producer, event.try_number, partition, offset)
+            if event.logical_date is not None:
+                runs[ti[:2]] = event.logical_date
             keys_of.setdefault(ti, set()).add(event.key)
         if recs:
             batch.offsets[partition] = max(floor, recs[-1].offset + 1)
             batch.events[partition] = count
     batch.upserts = list(rows.values())
+    batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
     return batch
 
 
@@ -213,8 +217,8 @@ class Materializer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
         )
         try:
             async with asyncio.timeout(s.connect_timeout):
@@ -274,7 +278,10 @@ class Materializer:
             if self._fatal is not None:
                 raise self._fatal
             if data:
-                await self.apply({tp.partition: recs for tp, recs in data.items()})
+                records = {tp.partition: recs for tp, recs in data.items()}
+                del data  # the fetched records must not outlive their fold (memory)
+                await self.apply(records)
+                del records
                 self._last_progress = time.monotonic()
             elif await self._stalled(consumer):
                 await self._reconnect()
@@ -355,6 +362,7 @@ class Materializer:
             self.fail(exc)
             raise
         self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
+        batch.upserts = []  # handed over: free the rows while the next batch folds
         self._committing = asyncio.ensure_future(self._publish(batch, commit, track, started))
 
     async def settle(self) -> None:

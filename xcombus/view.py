@@ -36,7 +36,7 @@ from .records import XComRecord
 
 __all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter", "acquire_write_lock"]
 
-VIEW_SCHEMA_VERSION = 1
+VIEW_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -67,8 +67,17 @@ CREATE TABLE IF NOT EXISTS ti_clear (
     kafka_offset    INTEGER NOT NULL,
     PRIMARY KEY (dag_id, run_id, task_id, map_index)
 ) WITHOUT ROWID;
--- include_prior_dates: the latest earlier run of a DAG that has a task's key.
-CREATE INDEX IF NOT EXISTS xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date);
+-- include_prior_dates: the runs of a DAG by logical date (the latest events' date per run).
+-- A table of runs, not an index on xcom: an index on a WITHOUT ROWID table carries the
+-- whole primary key, and keeping one per row cost a third of the materializer's upsert
+-- time (benchmarks/analysis.md); a run's row is written once per batch, not per event.
+CREATE TABLE IF NOT EXISTS dag_run (
+    dag_id       TEXT    NOT NULL,
+    run_id       TEXT    NOT NULL,
+    logical_date INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dag_run_by_logical_date ON dag_run (dag_id, logical_date);
 -- listings by push time (xcombus ls --since, the HTTP API's order_by=timestamp).
 CREATE INDEX IF NOT EXISTS xcom_by_timestamp ON xcom (timestamp);
 CREATE TABLE IF NOT EXISTS offsets (
@@ -87,7 +96,19 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 """
 
-_SECONDARY_INDEXES = ("xcom_by_logical_date", "xcom_by_timestamp")
+_SECONDARY_INDEXES = ("xcom_by_timestamp",)
+
+#: Upgrades of an older view file in place, by the version it has (run in one transaction
+#: by the writer when it opens the file, after ``_SCHEMA`` created the new tables).
+_MIGRATIONS = {
+    1: """
+INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date)
+    SELECT dag_id, run_id, max(logical_date) FROM xcom
+    WHERE logical_date IS NOT NULL GROUP BY dag_id, run_id;
+DROP INDEX IF EXISTS xcom_by_logical_date;
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
+""",
+}
 
 _COLUMNS = ("dag_id, run_id, task_id, map_index, key, value, codec, timestamp, logical_date, "
             "producer, try_number, kafka_partition, kafka_offset")
@@ -99,6 +120,10 @@ ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
     logical_date=excluded.logical_date, producer=excluded.producer,
     try_number=excluded.try_number, kafka_partition=excluded.kafka_partition,
     kafka_offset=excluded.kafka_offset
+"""
+_RUN = """
+INSERT INTO dag_run (dag_id, run_id, logical_date) VALUES (?,?,?)
+ON CONFLICT (dag_id, run_id) DO UPDATE SET logical_date=excluded.logical_date
 """
 _CLEAR = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?"
 _CLEAR_MARK = ("INSERT OR REPLACE INTO ti_clear (dag_id, run_id, task_id, map_index, kafka_partition, "
@@ -127,13 +152,15 @@ class DeadLetter(NamedTuple):
 class ViewBatch:
     """What one transaction writes: clears, then upserts, dead letters and new offsets."""
 
-    __slots__ = ("clears", "dead", "events", "offsets", "superseded", "upserts")
+    __slots__ = ("clears", "dead", "events", "offsets", "runs", "superseded", "upserts")
 
     def __init__(self) -> None:
         #: Clears to apply: ``(dag_id, run_id, task_id, map_index, partition, offset)``.
         self.clears: list[tuple[str, str, str, int, int, int]] = []
         #: Rows in ``_COLUMNS`` order, at most one per XCom (the batch is folded).
         self.upserts: list[tuple[Any, ...]] = []
+        #: ``(dag_id, run_id, logical_date)`` of the runs whose pushes carry a logical date.
+        self.runs: list[tuple[str, str, int]] = []
         self.dead: list[DeadLetter] = []
         #: partition -> next offset to apply.
         self.offsets: dict[int, int] = {}
@@ -198,6 +225,10 @@ class ViewWriter:
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
                 (str(VIEW_SCHEMA_VERSION), self.topic))
             rows = dict(await db.execute_fetchall("SELECT name, value FROM meta"))
+            migration = _MIGRATIONS.get(int(rows.get("schema_version") or 0))
+            if migration is not None and rows.get("topic") == self.topic:
+                await db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
+                rows = dict(await db.execute_fetchall("SELECT name, value FROM meta"))
         except sqlite3.Error as exc:
             await self.aclose()
             raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
@@ -249,6 +280,8 @@ class ViewWriter:
                     await db.executemany(_CLEAR_MARK, batch.clears)
                 if batch.upserts:
                     await db.executemany(_UPSERT, batch.upserts)
+                if batch.runs:
+                    await db.executemany(_RUN, batch.runs)
                 if batch.dead:
                     await db.executemany(_DEAD, batch.dead)
                 await db.executemany(_OFFSET, [
@@ -383,7 +416,7 @@ class ViewReader:
 
     def logical_date_of(self, dag_id: str, run_id: str) -> int | None:
         """The logical date (µs) carried by the pushes of one DAG run, if any."""
-        rows = self._query("SELECT max(logical_date) FROM xcom WHERE dag_id=? AND run_id=?",
+        rows = self._query("SELECT logical_date FROM dag_run WHERE dag_id=? AND run_id=?",
                            (dag_id, run_id))
         return rows[0][0] if rows else None
 
@@ -396,12 +429,15 @@ class ViewReader:
         for task_id in task_ids:
             if task_id in have:
                 continue
-            sql = ("SELECT run_id FROM xcom WHERE dag_id=? AND task_id=? AND key=? AND logical_date < ?")
-            params: list[Any] = [dag_id, task_id, key, logical_date]
+            # Runs newest first, each probed on the primary key: the first that has the key.
+            sql = ("SELECT r.run_id FROM dag_run r WHERE r.dag_id=? AND r.logical_date < ? AND "
+                   "EXISTS (SELECT 1 FROM xcom x WHERE x.dag_id=r.dag_id AND x.run_id=r.run_id "
+                   "AND x.task_id=? AND x.key=?")
+            params: list[Any] = [dag_id, logical_date, task_id, key]
             if map_indexes is not None:
-                sql += f" AND map_index IN ({','.join('?' * len(map_indexes))})"
+                sql += f" AND x.map_index IN ({','.join('?' * len(map_indexes))})"
                 params += map_indexes
-            prior = self._query(sql + " ORDER BY logical_date DESC, timestamp DESC LIMIT 1", params)
+            prior = self._query(sql + ") ORDER BY r.logical_date DESC, r.run_id DESC LIMIT 1", params)
             if prior:
                 found += self.get_tasks(dag_id, prior[0][0], [task_id], key, map_indexes)
         order = {t: i for i, t in enumerate(task_ids)}

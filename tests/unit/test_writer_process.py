@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,9 @@ def _stored(path: Path) -> tuple[list[tuple[str, bytes, int]], dict[int, int], d
         reader.close()
 
 
-async def _wait_dead(pid: int) -> None:
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"process {pid} is still alive")
+async def _wait_dead(proc: subprocess.Popen[bytes]) -> None:
+    """Reap the killed child (a zombie still answers ``kill(pid, 0)``)."""
+    await asyncio.to_thread(proc.wait, 10)
 
 
 async def test_batches_commit_in_the_child_with_their_offsets(tmp_path: Path) -> None:
@@ -97,7 +93,7 @@ async def test_a_dead_child_is_a_clear_error_and_nothing_is_applied_later(tmp_pa
         await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
         assert writer._proc is not None
         os.kill(writer._proc.pid, signal.SIGKILL)
-        await _wait_dead(writer._proc.pid)
+        await _wait_dead(writer._proc)
         with pytest.raises(XComViewError, match=r"writer process died.*offsets did not advance"):
             await writer.apply(fold({0: recs(push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom))
         with pytest.raises(XComViewError, match="writer process died"):
@@ -139,7 +135,7 @@ async def test_materializer_stops_when_the_writer_dies(tmp_path: Path) -> None:
         await m.settle()
         assert m.writer._proc is not None
         os.kill(m.writer._proc.pid, signal.SIGKILL)
-        await _wait_dead(m.writer._proc.pid)
+        await _wait_dead(m.writer._proc)
         with pytest.raises(XComViewError, match="offsets did not advance"):
             await m.apply({0: recs(push("b", b"2"), start=1)})
             await m.settle()
@@ -179,3 +175,30 @@ async def test_readers_never_see_half_a_batch_written_by_the_child(tmp_path: Pat
     for torn, states in results:
         assert torn == 0
         assert states > 1
+
+
+def test_the_child_is_a_slim_script_that_never_imports_xcombus() -> None:
+    # The child's memory counts in the materializer's: importing the package would pull in
+    # aiokafka, aiosqlite and every backend (≈ +16 MiB) into a process that only writes SQLite.
+    import ast
+    import sys
+
+    import xcombus._writer_child as child
+
+    tree = ast.parse(Path(child.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative
+    assert imported - set(sys.stdlib_module_names) == {"msgspec"}
+
+
+async def test_the_child_runs_the_script_without_its_folder_on_the_path(tmp_path: Path) -> None:
+    async with ViewWriterProcess(tmp_path / "v.db", topic="t") as writer:
+        assert writer._proc is not None
+        argv = Path(f"/proc/{writer._proc.pid}/cmdline").read_bytes().split(b"\0")
+        # -P: the package folder is not sys.path[0], so its modules cannot shadow stdlib ones.
+        assert argv[1:3] == [b"-P", str(Path(__file__).resolve().parents[2] / "xcombus" /
+                                          "_writer_child.py").encode()]

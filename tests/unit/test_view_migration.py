@@ -1,0 +1,86 @@
+"""A view file written by an older xcombus is upgraded in place by either writer."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from xcombus import MsgspecXCom, ViewReader
+from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event
+from xcombus.materialize import fold
+from xcombus.view import ViewWriter
+from xcombus.writer import ViewWriterProcess
+
+from .test_fold_and_view import recs
+
+# Schema 1 as xcombus 0.1.0 wrote it: the logical date indexed on the xcom table itself.
+_V1 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE xcom (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+    key TEXT NOT NULL, value BLOB NOT NULL, codec TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    logical_date INTEGER, producer TEXT NOT NULL, try_number INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL, kafka_offset INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index, key)) WITHOUT ROWID;
+CREATE INDEX xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date);
+CREATE INDEX xcom_by_timestamp ON xcom (timestamp);
+CREATE TABLE offsets (kafka_partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL,
+                      applied_events INTEGER NOT NULL DEFAULT 0);
+INSERT INTO meta VALUES ('schema_version', '1'), ('topic', 't');
+INSERT INTO xcom VALUES ('d', 'r1', 'up', -1, 'k', X'31', 'json', 1, 100, 'p', 1, 0, 0),
+                        ('d', 'r2', 'up', -1, 'k', X'32', 'json', 2, 200, 'p', 1, 0, 1),
+                        ('d', 'r2', 'other', -1, 'k', X'33', 'json', 3, 200, 'p', 1, 0, 2),
+                        ('d', 'nodate', 'up', -1, 'k', X'34', 'json', 4, NULL, 'p', 1, 0, 3);
+INSERT INTO offsets VALUES (0, 4, 4);
+"""
+
+
+def _v1_view(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(_V1)
+    db.close()
+
+
+def _check_upgraded(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("2",)
+        # r1, r2 from the old rows (a run without a date has none), r3 from the push after.
+        assert sorted(db.execute("SELECT * FROM dag_run")) == [("d", "r1", 100), ("d", "r2", 200),
+                                                               ("d", "r3", 300)]
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "xcom_by_logical_date" not in names and "dag_run_by_logical_date" in names
+        assert db.execute("SELECT count(*) FROM xcom").fetchone() == (5,)  # old rows kept
+    db.close()
+    reader = ViewReader(path)
+    try:
+        assert reader.logical_date_of("d", "r2") == 200
+        # r4 has nothing of 'up': the latest run before its date that has the key.
+        for date, run, value in ((250, "r2", b"2"), (150, "r1", b"1"), (301, "r3", b"5")):
+            prior = reader.get_tasks_with_prior("d", "r4", ["up"], "k", None, date)
+            assert [(r.run_id, r.value) for r in prior] == [(run, value)]
+        assert reader.get_tasks_with_prior("d", "r4", ["up"], "k", None, 100) == []
+        # 'other' exists in r2 only: r3 (newer, without it) is skipped.
+        prior = reader.get_tasks_with_prior("d", "r4", ["other"], "k", None, 301)
+        assert [(r.run_id, r.value) for r in prior] == [("r2", b"3")]
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("writer_class", [ViewWriter, ViewWriterProcess])
+async def test_a_schema_1_view_is_upgraded_when_a_writer_opens_it(tmp_path: Path, writer_class: type) -> None:
+    path = tmp_path / "v1.db"
+    _v1_view(path)
+    async with writer_class(path, topic="t") as writer:
+        assert await writer.offsets() == {0: 4}
+        # Later pushes keep the run's date current.
+        ti = TaskInstanceKey("d", "r3", "up")
+        event = (ti.encode(), encode_event(Push(schema=SCHEMA_VERSION, key="k", value=b"5",
+                                                codec=MsgspecXCom.codec, ts=5, producer="p",
+                                                logical_date=300)))
+        await writer.apply(fold({0: recs(event, start=4)}, {0: 4}, MsgspecXCom))
+    _check_upgraded(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT logical_date FROM dag_run WHERE run_id='r3'").fetchone() == (300,)
+    db.close()
