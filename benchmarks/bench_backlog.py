@@ -78,13 +78,40 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
+def _tree(ps: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [ps, *ps.children(recursive=True)]
+    except psutil.Error:
+        return [ps]
+
+
+def _cpu_s(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+    except psutil.Error:
+        return float("nan")
+    return t.user + t.system
+
+
+def _tree_rss_mib(ps: psutil.Process) -> float:
+    total = 0
+    for p in _tree(ps):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            return float("nan")
+    return total / 2**20
+
+
 def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples, Path]:
     """Run ``python -m consumers.materializer`` on a fresh view until it applied the backlog.
 
     The clock runs from spawning the process (Python start-up, imports, opening the view,
-    joining the group included) until the view's offsets reach the end offsets; RSS is
-    sampled every 20 ms with psutil and the peak read from ``/proc/<pid>/status`` (VmHWM,
-    the kernel's own high-water mark) before the process is stopped.
+    joining the group included) until the view's offsets reach the end offsets. Memory
+    counts the materializer *and its view-writer child*: their summed RSS is sampled every
+    20 ms with psutil, and the reported peak is the sum of each process's own high-water
+    mark (``VmHWM`` in ``/proc/<pid>/status``, read before the processes stop), an upper
+    bound of their peak together since the two peaks need not coincide.
     """
     view = bench.view_file("drain")
     settings = backlog.replace(view_path=str(view))
@@ -101,10 +128,7 @@ def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples
         while True:
             now = time.perf_counter() - start
             applied = sum(view_offsets(view, conn).values())
-            try:
-                rss = ps.memory_info().rss / 2**20
-            except psutil.Error:
-                rss = float("nan")
+            rss = _tree_rss_mib(ps)
             timeline.append((now, rss, applied))
             if applied and first is None:
                 first = (now, applied)
@@ -116,7 +140,10 @@ def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples
                 raise RuntimeError(f"the materializer did not catch up in 900 s ({applied} of {events})")
             time.sleep(RSS_SAMPLE_S)
         elapsed = time.perf_counter() - start
-        hwm = _vm_hwm_kib(proc.pid)
+        procs = _tree(ps)
+        hwms = [_vm_hwm_kib(p.pid) for p in procs]
+        cpu = [_cpu_s(p) for p in procs]
+        hwm = sum(h for h in hwms if h is not None) if None not in hwms else None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -141,6 +168,10 @@ def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples
         "drain_first_s": first[0],
         "rss_peak": peak,
         "rss_sampled_peak": max(r for _, r, _ in timeline),
+        "rss_peak_materializer": (hwms[0] or 0) / 1024,
+        "rss_peak_writer": sum(h or 0 for h in hwms[1:]) / 1024,
+        "drain_cpu_us_materializer": cpu[0] / events * 1e6,
+        "drain_cpu_us_writer": sum(cpu[1:]) / events * 1e6,
         "drain_s": elapsed,
     }
     samples = {"rss_t": [t for t, _, _ in timeline], "rss_mib": [r for _, r, _ in timeline],

@@ -103,7 +103,7 @@ async def run(settings: Settings, into: Path, variant: str, defer: bool) -> None
         async with ViewWriter(into, topic=settings.topic) as writer:
             await writer.db.execute("PRAGMA synchronous=OFF")
             if defer:
-                await writer.db.execute("DROP INDEX xcom_by_logical_date")
+                await writer.db.execute("DROP INDEX IF EXISTS xcom_by_logical_date")
                 await writer.db.execute("DROP INDEX xcom_by_timestamp")
             pending: asyncio.Future[Any] | None = None
             async for records in read_log(settings, sorted(ends), until=ends):
