@@ -63,9 +63,17 @@ def fold(
     """
     batch = ViewBatch()
     track = purges(backend)
-    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    keys_of: dict[tuple[str, str, str, int], set[str]] = {}
+    # task instance -> XCom key -> row: a clear drops its task instance's rows in one pop.
+    by_ti: dict[tuple[str, str, str, int], dict[str, tuple[Any, ...]]] = {}
     runs: dict[tuple[str, str], int] = {}
+    # The hot loop runs once per event (≈ 100,000 a second): a task instance's events
+    # arrive together, so its decoded key and row dict are reused while the raw key repeats,
+    # and XCom keys and codecs already checked in this batch are not checked again.
+    last_raw: bytes | None = None
+    ti: Any = None
+    rows: dict[str, tuple[Any, ...]] | None = None
+    valid_keys: set[str] = set()
+    readable: set[str] = set()
     for partition, recs in records.items():
         floor = applied.get(partition, 0)
         count = 0
@@ -75,25 +83,34 @@ def fold(
                 continue
             count += 1
             try:
-                ti = decode_ti_key(rec.key)
+                raw = rec.key
+                if raw != last_raw or raw is None:
+                    last_raw = None  # until this key decoded
+                    ti = decode_ti_key(raw)
+                    rows = by_ti.get(ti)
+                    last_raw = raw
                 event = decode_event(rec.value)
                 if type(event) is Clear:
-                    for key in keys_of.pop(ti, ()):
-                        gone = rows.pop((*ti, key))
-                        if track:
-                            batch.superseded.append(gone)
+                    gone = by_ti.pop(ti, None)
+                    rows = None
+                    if track and gone:
+                        batch.superseded.extend(gone.values())
                     batch.clears.append((*ti, partition, offset))
                     continue
+                key, codec = event.key, event.codec
+                if key not in valid_keys:
+                    try:
+                        valid_keys.add(validate_key(key))
+                    except XComIdentifierError as exc:
+                        raise EventDecodeError(str(exc)) from None
+                if codec not in readable:
+                    if not backend.can_read(codec):
+                        raise EventDecodeError(
+                            f"codec {codec!r} cannot be read by the configured backend "
+                            f"{backend.__module__}.{backend.__qualname__}")
+                    readable.add(codec)
                 try:
-                    validate_key(event.key)
-                except XComIdentifierError as exc:
-                    raise EventDecodeError(str(exc)) from None
-                if not backend.can_read(event.codec):
-                    raise EventDecodeError(
-                        f"codec {event.codec!r} cannot be read by the configured backend "
-                        f"{backend.__module__}.{backend.__qualname__}")
-                try:
-                    backend.check_stored(event.value, event.codec)
+                    backend.check_stored(event.value, codec)
                 except ValueError as exc:
                     raise EventDecodeError(f"{backend.__qualname__} refuses the value: {exc}") from None
             except EventDecodeError as exc:
@@ -105,18 +122,18 @@ def fold(
                 batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value,
                                              f"unexpected {type(exc).__name__}: {exc}", rec.timestamp))
                 continue
-            ident = (*ti, event.key)
-            if track and ident in rows:
-                batch.superseded.append(rows[ident])
-            rows[ident] = (*ident, event.value, event.codec, event.ts, event.logical_date,
-                           event.producer, event.try_number, partition, offset)
+            if rows is None:
+                rows = by_ti[ti] = {}
+            elif track and key in rows:
+                batch.superseded.append(rows[key])
+            rows[key] = (*ti, key, event.value, codec, event.ts, event.logical_date,
+                         event.producer, event.try_number, partition, offset)
             if event.logical_date is not None:
                 runs[ti[:2]] = event.logical_date
-            keys_of.setdefault(ti, set()).add(event.key)
         if recs:
             batch.offsets[partition] = max(floor, recs[-1].offset + 1)
             batch.events[partition] = count
-    batch.upserts = list(rows.values())
+    batch.upserts = [row for rows_of_ti in by_ti.values() for row in rows_of_ti.values()]
     batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
     return batch
 
