@@ -1,7 +1,7 @@
 """Run every xcombus benchmark and the SQL baseline; write docs/benchmarks.md and the plots.
 
     pip install -e '.[bench]'
-    python benchmarks/run.py            # the issue's sizes (1,000,000-event backlog), 3 repeats
+    python benchmarks/run.py            # the issue's sizes (1,000,000-event backlog), 5 + 3 repeats
     python benchmarks/run.py --quick    # 100,000-event backlog, 1 repeat, results elsewhere
 
 The broker is ``XCOMBUS_BOOTSTRAP_SERVERS`` when set; otherwise a local broker
@@ -155,7 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (100,000-event backlog, 20,000 pushes, 1 repeat, 3 s "
                              "of paced pushes); writes to benchmarks/results/quick/")
-    parser.add_argument("--repeats", type=int, help="repeats of the cheap figures (default 3)")
+    parser.add_argument("--repeats", type=int, help="repeats of the cheap figures (default 5)")
     parser.add_argument("--big-repeats", type=int,
                         help="repeats of the backlog figures: drain, RSS, rebuild (default 3)")
     parser.add_argument("--pushes", type=int, help="pushes timed by push throughput (default 100000)")
@@ -170,7 +170,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"port of the local broker when one is started (default {LOCAL_PORT})")
     args = parser.parse_args(argv)
     quick = args.quick
-    defaults = {"repeats": 1 if quick else 3, "big_repeats": 1 if quick else 3,
+    defaults = {"repeats": 1 if quick else 5, "big_repeats": 1 if quick else 3,
                 "pushes": 20_000 if quick else 100_000, "backlog": 100_000 if quick else 1_000_000,
                 "visible_seconds": 3.0 if quick else 10.0, "baseline_pushes": 1_000 if quick else 5_000}
     for name, value in defaults.items():
