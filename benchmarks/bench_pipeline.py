@@ -9,8 +9,11 @@ the whole suite (the same as ``python benchmarks/run.py``).
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from common import DAG, RUN, SMALL_STR, Bench, percentile, timed
@@ -54,6 +57,28 @@ async def bench_push_throughput(bench: Bench, pushes: int, concurrency: int) -> 
         await push_concurrently(tis, concurrency, concurrency, lambda i: "value")  # connect
         elapsed = await push_concurrently(tis, pushes, concurrency, lambda i: "value")
     return {f"push_tput_{concurrency}": pushes / elapsed}, {}
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def bench_push_throughput_uvloop(bench: Bench, pushes: int, concurrency: int) -> tuple[Values, Samples]:
+    """The same figure with uvloop as the event loop (``push_on_uvloop.py``, its own process)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("push_on_uvloop.py")),
+        "--bootstrap", bench.bootstrap, "--workdir", str(bench.workdir),
+        "--pushes", str(pushes), "--concurrency", str(concurrency),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"push_on_uvloop.py failed ({proc.returncode}): {err.decode()[-2000:]}")
+    measured = json.loads(out.decode().strip().splitlines()[-1])
+    return {f"uvloop_push_tput_{concurrency}": measured[f"push_tput_{concurrency}"]}, {}
 
 
 async def bench_push_latency(bench: Bench) -> tuple[Values, Samples]:

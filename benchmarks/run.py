@@ -92,6 +92,10 @@ async def run_all(bench: Bench, args: argparse.Namespace, res: Results, meta: di
         for c in bench_pipeline.PUSH_CONCURRENCY:
             await fig(f"push throughput x{c}",
                       lambda c=c: bench_pipeline.bench_push_throughput(bench, args.pushes, c))
+        if bench_pipeline.uvloop_available():
+            c = bench_pipeline.PUSH_CONCURRENCY[0]
+            await fig(f"push throughput x{c} on uvloop",
+                      lambda c=c: bench_pipeline.bench_push_throughput_uvloop(bench, args.pushes, c))
         await fig("push latency", lambda: bench_pipeline.bench_push_latency(bench))
         await fig("pull eventual", lambda: bench_pipeline.bench_pull_eventual(bench))
         await fig("pull read-your-writes", lambda: bench_pipeline.bench_pull_strong(bench))
