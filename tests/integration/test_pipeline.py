@@ -239,3 +239,22 @@ def test_materializer_exits_zero_on_sigterm_and_sigint(settings: Settings) -> No
                                  "XCOMBUS_CONNECT_TIMEOUT": "2"},
                             capture_output=True, text=True, timeout=60)
     assert second.returncode == 1 and "is the broker running" in second.stderr
+
+
+def test_push_and_pull_on_uvloop(settings: Settings) -> None:
+    # The event loop is the application's choice; uvloop is the one docs/benchmarks.md
+    # recommends for high push rates, so the whole path must work on it too.
+    uvloop = pytest.importorskip("uvloop")  # installed by the test extra on Linux and macOS
+
+    async def main() -> None:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        async with XComBus(settings, materialize=True) as bus:
+            tis = [bus.task_instance("dag", "run", f"t{i}", map_index=i) for i in range(20)]
+            receipts = await asyncio.gather(*(ti.xcom_push("k", {"i": i}) for i, ti in enumerate(tis)))
+            assert len({(r.partition, r.offset) for r in receipts}) == 20
+            down = bus.task_instance("dag", "run", "down")
+            for i in range(20):
+                assert await down.xcom_pull(task_ids=f"t{i}", key="k", map_indexes=i) == {"i": i}
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
