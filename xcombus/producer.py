@@ -98,6 +98,7 @@ class Publisher:
             max_request_size=_MAX_BATCH_BYTES + 8192,
             request_timeout_ms=int(s.push_timeout * 1000),
             linger_ms=0,
+            compression_type=None if s.compression == "none" else s.compression,
         )
 
     async def _start_producer(self) -> AIOKafkaProducer:

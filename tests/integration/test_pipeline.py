@@ -258,3 +258,16 @@ def test_push_and_pull_on_uvloop(settings: Settings) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+async def test_every_compression_codec_round_trips(settings: Settings, codec: str) -> None:
+    settings = settings.replace(compression=codec)
+    async with XComBus(settings, materialize=True) as bus:
+        producer = bus._publisher._producer
+        assert producer is not None
+        assert producer._compression_type == (None if codec == "none" else codec)
+        tis = [bus.task_instance("dag", "run", "up", map_index=i) for i in range(50)]
+        await asyncio.gather(*(ti.xcom_push("k", f"value {i} " * 20) for i, ti in enumerate(tis)))
+        down = bus.task_instance("dag", "run", "down")
+        assert await down.xcom_pull(task_ids="up", key="k") == [f"value {i} " * 20 for i in range(50)]

@@ -18,11 +18,13 @@ def test_defaults() -> None:
     assert s.topic == "xcombus.xcom"
     assert s.view_path == "xcombus.db"
     assert s.xcom_backend == "xcombus.backends.MsgspecXCom"
+    assert s.compression == "zstd"
 
 
 @pytest.mark.parametrize("env", [{"XCOMBUS_PARTITIONS": "many"}, {"XCOMBUS_TOPIC": "bad topic"},
                                  {"XCOMBUS_BOOTSTRAP_SERVERS": "nohostport"},
-                                 {"XCOMBUS_PULL_TIMEOUT": "0"}, {"XCOMBUS_CONSISTENCY": "maybe"}])
+                                 {"XCOMBUS_PULL_TIMEOUT": "0"}, {"XCOMBUS_CONSISTENCY": "maybe"},
+                                 {"XCOMBUS_COMPRESSION": "brotli"}])
 def test_bad_settings_are_clear_errors(env: dict[str, str]) -> None:
     with pytest.raises(XComConfigError):
         Settings.from_env(env)
