@@ -43,6 +43,8 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
 
 #: Figures reported besides the targets: id, label, unit.
 OTHERS: tuple[tuple[str, str, str], ...] = (
+    ("machine_gauge", "machine gauge: a fixed pure-Python workload (200,000 msgspec encode/decode "
+     "+ dict updates) timed before each repeat; lower is faster, compare runs by it", "ms"),
     ("push_tput_200", "push throughput, 200 concurrent task instances", "pushes/s"),
     ("push_tput_5000", "push throughput, 5,000 concurrent task instances", "pushes/s"),
     ("produce_rate", "push throughput while writing the backlog ({backlog} distinct XComs, "

@@ -32,7 +32,7 @@ import bench_backlog
 import bench_pipeline
 import bench_visible
 import report
-from common import REPO, Bench, fmt, log, machine_facts, percentile, quantiles
+from common import REPO, Bench, fmt, log, machine_facts, machine_gauge, percentile, quantiles
 
 from xcombus.broker import KAFKA_VERSION, LocalBroker
 
@@ -89,6 +89,9 @@ async def run_all(bench: Bench, args: argparse.Namespace, res: Results, meta: di
     work = bench.workdir
     for repeat in range(1, args.repeats + 1):
         log(f"repeat {repeat}/{args.repeats}")
+        gauge = machine_gauge()
+        res.add({"machine_gauge": gauge})
+        log(f"  machine gauge: {gauge:.0f} ms")
         for c in bench_pipeline.PUSH_CONCURRENCY:
             await fig(f"push throughput x{c}",
                       lambda c=c: bench_pipeline.bench_push_throughput(bench, args.pushes, c))
