@@ -58,7 +58,7 @@ async def run(settings: Settings) -> None:
         await materializer.aclose()
         log.info("stopped after %d events (%d dead letters); offsets %s",
                  materializer.events_applied, materializer.dead_letters,
-                 dict(sorted(materializer.applied.items())))
+                 dict(sorted(materializer.visible.items())))
 
 
 def main(argv: list[str] | None = None) -> int:

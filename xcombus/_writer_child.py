@@ -42,14 +42,52 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
 
-class _Refused(Exception):
-    """A request this child cannot serve; its text goes back to the parent as is."""
+class Refused(Exception):
+    """A file or request this writer refuses; the text says why and what to do."""
 
 
 def _failed(path: str, exc: BaseException) -> str:
     return (f"writing the view at {path} failed ({exc}); nothing of this batch was applied and "
             "its offsets did not advance: fix the cause (disk full? read-only file?) and restart "
             "the materializer")
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+        return {}
+    return dict(db.execute("SELECT name, value FROM meta").fetchall())
+
+
+def prepare(db: sqlite3.Connection, path: str, sql: dict[str, Any]) -> None:
+    """Make ``db`` a writable view of ``sql["topic"]``: WAL, the schema created or upgraded
+    in place, topic and version checked. Raises Refused (or sqlite3.Error).
+
+    Shared by both writers (this child and :class:`xcombus.view.ViewWriter`). An upgrade
+    runs in one transaction *before* the current schema is created, so readers see the
+    old layout or the new one, never a half-filled new table.
+    """
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    meta = _meta(db)
+    migration = sql["migrations"].get(meta.get("schema_version", ""))
+    if migration is not None and meta.get("topic") == sql["topic"]:
+        try:
+            db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    db.executescript(sql["schema"])
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
+               (str(sql["schema_version"]), sql["topic"]))
+    meta = _meta(db)
+    if meta.get("topic") != sql["topic"]:
+        raise Refused(f"{path} is a view of topic {meta.get('topic')!r}, not {sql['topic']!r}: "
+                      "use another XCOMBUS_VIEW_PATH")
+    if meta.get("schema_version") != str(sql["schema_version"]):
+        raise Refused(f"{path} has view schema {meta.get('schema_version')}, this xcombus "
+                      f"writes {sql['schema_version']}: rebuild the view into a new file")
 
 
 class _Writer:
@@ -60,26 +98,16 @@ class _Writer:
         self.sql = sql
         try:
             db = sqlite3.connect(path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(sql["schema"])
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
-                       (str(sql["schema_version"]), sql["topic"]))
-            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            migration = sql["migrations"].get(meta.get("schema_version"))
-            if migration is not None and meta.get("topic") == sql["topic"]:
-                db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
-                meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         except sqlite3.Error as exc:
-            raise _Refused(f"cannot open the view at {path}: {exc}") from exc
+            raise Refused(f"cannot open the view at {path}: {exc}") from exc
+        try:
+            prepare(db, path, sql)
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise Refused(f"cannot open the view at {path}: {exc}") from exc
+            raise
         self.db = db
-        if meta.get("topic") != sql["topic"]:
-            raise _Refused(f"{path} is a view of topic {meta.get('topic')!r}, not "
-                           f"{sql['topic']!r}: use another XCOMBUS_VIEW_PATH")
-        if meta.get("schema_version") != str(sql["schema_version"]):
-            raise _Refused(f"{path} has view schema {meta.get('schema_version')}, this xcombus "
-                           f"writes {sql['schema_version']}: rebuild the view into a new file")
 
     def apply(self, clears: list[Any], upserts: list[Any], runs: list[Any], dead: list[Any],
               offsets: list[Any], collect: bool) -> list[Any]:
@@ -104,8 +132,8 @@ class _Writer:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise _Refused(_failed(self.path, exc)) from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            raise Refused(_failed(self.path, exc)) from exc
         return replaced
 
     def _existing(self, clears: list[Any], upserts: list[Any]) -> list[Any]:
@@ -164,7 +192,7 @@ def serve(conn: Connection, path: str) -> None:
                 if op == "open":
                     writer = _Writer(path, message[1])
                 elif writer is None:
-                    raise _Refused("the view writer is not open")
+                    raise Refused("the view writer is not open")
                 elif op == "apply":
                     answer = writer.apply(*message[1:])
                 elif op == "offsets":
@@ -174,12 +202,17 @@ def serve(conn: Connection, path: str) -> None:
                 elif op == "bulk_end":
                     answer = writer.bulk_end()
                 else:
-                    raise _Refused(f"unknown request {op!r}")
-            except (_Refused, sqlite3.Error) as exc:
-                text = str(exc) if isinstance(exc, _Refused) else _failed(path, exc)
-                conn.send_bytes(_encode(["error", text]))
+                    raise Refused(f"unknown request {op!r}")
+            except Exception as exc:  # every failure goes back to the parent, with its reason
+                # (an integer beyond SQLite's 64 bits is an OverflowError, not an sqlite3.Error)
+                text = str(exc) if isinstance(exc, Refused) else _failed(path, exc)
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(_encode(["error", text]))
                 return
-            conn.send_bytes(_encode(["ok", answer]))
+            try:
+                conn.send_bytes(_encode(["ok", answer]))
+            except OSError:
+                return  # the parent is gone or closed the pipe: what committed stays committed
     finally:
         if writer is not None:
             writer.close()
@@ -199,9 +232,11 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def main(argv: list[str]) -> None:
     """``CONN_FD PARENT_PID PATH``."""
-    # Ctrl-C reaches the whole process group: the parent decides when the writer stops
-    # (it finishes the batch in hand first).
+    # Ctrl-C and a group-wide SIGTERM (systemd's KillMode=control-group, kill -TERM -PGID)
+    # reach this process too: the parent decides when the writer stops (it finishes the
+    # batch in hand first, then closes the pipe); its death kills this one anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(int(argv[1]))
     serve(Connection(int(argv[0])), argv[2])
 

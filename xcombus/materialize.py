@@ -385,9 +385,16 @@ class Materializer:
     async def settle(self) -> None:
         """Wait until the batch in flight (if any) is committed and published; raise
         XComViewError if its write failed (the writer then refuses every later batch)."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
+        committing = self._committing
+        if committing is None:
+            return
+        try:
+            # Shielded: a caller cancelled while it waits must not cancel the publication
+            # (purges, visible offsets, the Kafka commit) of a batch the child commits anyway.
+            await asyncio.shield(committing)
+        finally:
+            if committing.done() and self._committing is committing:
+                self._committing = None
 
     async def _publish(self, batch: ViewBatch, commit: asyncio.Future[list[XComRecord]],
                        track: bool, started: float) -> None:

@@ -41,43 +41,22 @@ import msgspec
 
 from .errors import XComViewError
 from .records import XComRecord
-from .view import (
-    _CLEAR,
-    _CLEAR_MARK,
-    _COLUMNS,
-    _DEAD,
-    _MIGRATIONS,
-    _OFFSET,
-    _RUN,
-    _SCHEMA,
-    _SECONDARY_INDEXES,
-    _UPSERT,
-    VIEW_SCHEMA_VERSION,
-    ViewBatch,
-    acquire_write_lock,
-)
+from .view import WRITER_SQL, ViewBatch, acquire_write_lock
 
 __all__ = ["ViewWriterProcess"]
 
 _CHILD = Path(__file__).resolve().with_name("_writer_child.py")
 
+#: Longest wait for the child's answer to one request: a batch commits in well under a
+#: second, so a child that stays silent this long is stuck (a hung disk, SIGSTOP) and is
+#: killed rather than left to hang the materializer without a bound.
+_ANSWER_TIMEOUT = 120.0
+
 #: Rows per chunk of a batch sent to the child (decoded and written one chunk at a time).
 _CHUNK_ROWS = 1_000
 
-#: What the child needs to open and write a view: the statements of :mod:`xcombus.view`.
-_SQL = {"schema": _SCHEMA, "schema_version": VIEW_SCHEMA_VERSION, "columns": _COLUMNS,
-        "secondary_indexes": list(_SECONDARY_INDEXES), "upsert": _UPSERT, "clear": _CLEAR,
-        "clear_mark": _CLEAR_MARK, "dead": _DEAD, "offset": _OFFSET, "run": _RUN,
-        "migrations": {str(v): script for v, script in _MIGRATIONS.items()}}
-
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-
-
-def _write_failed(path: Path, exc: BaseException) -> str:
-    return (f"writing the view at {path} failed ({exc}); nothing of this batch was applied and "
-            "its offsets did not advance: fix the cause (disk full? read-only file?) and restart "
-            "the materializer")
 
 
 class ViewWriterProcess:
@@ -130,7 +109,7 @@ class ViewWriterProcess:
                 theirs.close()
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._conn.fileno(), self._on_readable)
-            await self._request(["open", {**_SQL, "topic": self.topic}])
+            await self._request(["open", {**WRITER_SQL, "topic": self.topic}])
         except BaseException:
             await self.aclose()
             raise
@@ -154,13 +133,30 @@ class ViewWriterProcess:
     async def _request(self, message: list[Any]) -> Any:
         """Send one request (after the batch in flight) and wait for its answer."""
         await self.drain()
-        return await self._send(message)
+        return await self._answer(self._send(message))
+
+    async def _answer(self, future: asyncio.Future[Any]) -> Any:
+        """The child's answer, within _ANSWER_TIMEOUT; a silent child is killed."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), _ANSWER_TIMEOUT)
+        except TimeoutError:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            self._break(XComViewError(
+                f"the view writer process did not answer within {_ANSWER_TIMEOUT:g}s and was "
+                f"killed (is the disk under {self.path.parent} hung?); the batch in flight may "
+                "or may not have committed: the view's stored offsets decide where a restarted "
+                "materializer resumes"))
+            raise self._broken from None  # type: ignore[misc]
 
     def _on_readable(self) -> None:
         """Event-loop callback: read every answer that arrived and resolve its future."""
         conn = self._conn
         try:
             while conn is not None and conn.poll():
+                # One frame at a time; the child writes each answer whole, right after its
+                # transaction, so a readable pipe holds the frame and this does not block.
                 status, payload = _decode(conn.recv_bytes())
                 future = self._waiting.popleft() if self._waiting else None
                 if status == "ok":
@@ -174,11 +170,16 @@ class ViewWriterProcess:
                     return
         except (EOFError, OSError) as exc:
             self._break(XComViewError(self._died(exc)))
+        except Exception as exc:  # a malformed answer: never leave the waiters hanging
+            self._break(XComViewError(f"the view writer process sent an unreadable answer: {exc!r}"))
 
     def _died(self, exc: BaseException) -> str:
         code = self._proc.poll() if self._proc is not None else None
-        return _write_failed(self.path, RuntimeError(
-            f"the view writer process died (exit code {code}, {type(exc).__name__})"))
+        return (f"the view writer process for {self.path} died (exit code {code}, "
+                f"{type(exc).__name__}); the batch in flight, if any, may or may not have "
+                "committed: the view's stored offsets decide where a restarted materializer "
+                "resumes. Its log (stderr) says why; check the disk and that this Python "
+                f"({sys.executable}) can import msgspec")
 
     def _break(self, error: XComViewError) -> None:
         """The child failed or died: fail what waits, refuse what comes."""
@@ -222,9 +223,8 @@ class ViewWriterProcess:
         self._in_flight = done
         return done
 
-    @staticmethod
-    async def _replaced(answer: asyncio.Future[Any]) -> list[XComRecord]:
-        return [XComRecord(*row) for row in await answer]
+    async def _replaced(self, answer: asyncio.Future[Any]) -> list[XComRecord]:
+        return [XComRecord(*row) for row in await self._answer(answer)]
 
     async def apply(self, batch: ViewBatch, *, collect_replaced: bool = False) -> list[XComRecord]:
         """Write one batch and wait for its commit (like ViewWriter.apply)."""
@@ -233,9 +233,14 @@ class ViewWriterProcess:
 
     async def drain(self) -> None:
         """Wait for the batch in flight, if any (raises its error)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            await in_flight
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        try:
+            await asyncio.shield(in_flight)  # a cancelled waiter leaves the batch in flight
+        finally:
+            if in_flight.done() and self._in_flight is in_flight:
+                self._in_flight = None
 
     async def bulk_begin(self) -> None:
         """For a load into a fresh file: no fsync, secondary indexes built at the end."""
@@ -247,26 +252,35 @@ class ViewWriterProcess:
         return rows
 
     async def aclose(self) -> None:
-        """Wait for the batch in flight, stop the child, release the lock. Idempotent."""
-        with contextlib.suppress(Exception):
-            await self.drain()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(conn.fileno())
-            with contextlib.suppress(OSError):
-                conn.send_bytes(_encode(["close"]))
-            conn.close()  # EOF: the child closes the database and exits
-        proc, self._proc = self._proc, None
-        if proc is not None:
+        """Wait for the batch in flight, stop the child, release the lock. Idempotent.
+
+        Cancelled or not, it closes the pipe and the lock; the child then exits on EOF
+        (or is killed after 30 s)."""
+        try:
+            with contextlib.suppress(Exception):
+                await self.drain()
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                if self._loop is not None:
+                    with contextlib.suppress(Exception):
+                        self._loop.remove_reader(conn.fileno())
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(_encode(["close"]))
+                conn.close()  # EOF: the child closes the database and exits
+            self._break(self._broken or XComViewError("the view writer is closed"))
+            proc, self._proc = self._proc, None
             try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
-        self._break(self._broken or XComViewError("the view writer is closed"))
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)
+                if proc is not None:
+                    try:
+                        await asyncio.to_thread(proc.wait, 30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        await asyncio.to_thread(proc.wait)
+            finally:
+                if proc is not None and proc.poll() is None:
+                    proc.kill()  # cancelled while waiting: never leave a writer behind
+                fd, self._lock_fd = self._lock_fd, None
+                if fd is not None:
+                    os.close(fd)
 
