@@ -82,7 +82,8 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
                 if not (cleared and cleared[0][0] == partition and cleared[0][1] > offset):
                     applied += (await db.execute(_GUARDED_UPSERT, row)).rowcount
             # A run the view does not know yet; a known one keeps the date of its newer events.
-            await db.executemany("INSERT OR IGNORE INTO dag_run VALUES (?,?,?)", batch.runs)
+            await db.executemany("INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date) "
+                                 "VALUES (?,?,?)", batch.runs)
             for clear in batch.clears:
                 await db.execute(_GUARDED_CLEAR, clear)
                 await db.execute(_GUARDED_CLEAR_MARK, clear)

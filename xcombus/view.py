@@ -20,6 +20,7 @@ without blocking it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -31,6 +32,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
+from ._writer_child import Refused, prepare
 from .errors import XComQueryError, XComViewError, XComViewLockedError
 from .records import XComRecord
 
@@ -80,6 +82,8 @@ CREATE TABLE IF NOT EXISTS dag_run (
 CREATE INDEX IF NOT EXISTS dag_run_by_logical_date ON dag_run (dag_id, logical_date);
 -- listings by push time (xcombus ls --since, the HTTP API's order_by=timestamp).
 CREATE INDEX IF NOT EXISTS xcom_by_timestamp ON xcom (timestamp);
+-- Schema 1's index, dropped again if an older xcombus opened this file and recreated it.
+DROP INDEX IF EXISTS xcom_by_logical_date;
 CREATE TABLE IF NOT EXISTS offsets (
     kafka_partition INTEGER PRIMARY KEY,
     next_offset     INTEGER NOT NULL,
@@ -98,10 +102,15 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 
 _SECONDARY_INDEXES = ("xcom_by_timestamp",)
 
-#: Upgrades of an older view file in place, by the version it has (run in one transaction
-#: by the writer when it opens the file, after ``_SCHEMA`` created the new tables).
+#: Upgrades of an older view file in place, by the version it has: run in one transaction
+#: by the writer that opens the file, before ``_SCHEMA``.
 _MIGRATIONS = {
     1: """
+CREATE TABLE IF NOT EXISTS dag_run (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, logical_date INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dag_run_by_logical_date ON dag_run (dag_id, logical_date);
 INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date)
     SELECT dag_id, run_id, max(logical_date) FROM xcom
     WHERE logical_date IS NOT NULL GROUP BY dag_id, run_id;
@@ -136,6 +145,16 @@ ON CONFLICT (kafka_partition) DO UPDATE SET
     next_offset=excluded.next_offset,
     applied_events=offsets.applied_events + excluded.applied_events
 """
+
+
+#: Everything a writer needs to create, upgrade and write a view file but its topic
+#: (both writers get it: ViewWriter here, and the child of :mod:`xcombus.writer`).
+WRITER_SQL: dict[str, Any] = {
+    "schema": _SCHEMA, "schema_version": VIEW_SCHEMA_VERSION, "columns": _COLUMNS,
+    "secondary_indexes": list(_SECONDARY_INDEXES), "upsert": _UPSERT, "clear": _CLEAR,
+    "clear_mark": _CLEAR_MARK, "dead": _DEAD, "offset": _OFFSET, "run": _RUN,
+    "migrations": {str(v): script for v, script in _MIGRATIONS.items()},
+}
 
 
 class DeadLetter(NamedTuple):
@@ -215,33 +234,26 @@ class ViewWriter:
         except OSError as exc:
             raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
         try:
+            await asyncio.to_thread(self._prepare)
             db = await aiosqlite.connect(self.path, isolation_level=None)
             self._db = db
-            await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            await db.executescript(_SCHEMA)
-            await db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
-                (str(VIEW_SCHEMA_VERSION), self.topic))
-            rows = dict(await db.execute_fetchall("SELECT name, value FROM meta"))
-            migration = _MIGRATIONS.get(int(rows.get("schema_version") or 0))
-            if migration is not None and rows.get("topic") == self.topic:
-                await db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
-                rows = dict(await db.execute_fetchall("SELECT name, value FROM meta"))
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             await self.aclose()
-            raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
-        if rows.get("topic") != self.topic:
-            await self.aclose()
-            raise XComViewError(
-                f"{self.path} is a view of topic {rows.get('topic')!r}, not {self.topic!r}: "
-                "use another XCOMBUS_VIEW_PATH")
-        if rows.get("schema_version") != str(VIEW_SCHEMA_VERSION):
-            await self.aclose()
-            raise XComViewError(
-                f"{self.path} has view schema {rows.get('schema_version')}, this xcombus "
-                f"writes {VIEW_SCHEMA_VERSION}: rebuild the view into a new file")
+            if isinstance(exc, Refused):
+                raise XComViewError(str(exc)) from None
+            if isinstance(exc, sqlite3.Error):
+                raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
+            raise
+
+    def _prepare(self) -> None:
+        """Create, upgrade and check the file (the same code as the writer child's)."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            prepare(db, str(self.path), {**WRITER_SQL, "topic": self.topic})
+        finally:
+            db.close()
 
     async def drop_secondary_indexes(self) -> None:
         """For bulk loads into a fresh file: building indexes once at the end is cheaper."""
@@ -416,9 +428,16 @@ class ViewReader:
 
     def logical_date_of(self, dag_id: str, run_id: str) -> int | None:
         """The logical date (µs) carried by the pushes of one DAG run, if any."""
-        rows = self._query("SELECT logical_date FROM dag_run WHERE dag_id=? AND run_id=?",
-                           (dag_id, run_id))
+        if not self._has_dag_run():  # a schema-1 file its materializer has not upgraded yet
+            rows = self._query("SELECT max(logical_date) FROM xcom WHERE dag_id=? AND run_id=?",
+                               (dag_id, run_id))
+        else:
+            rows = self._query("SELECT logical_date FROM dag_run WHERE dag_id=? AND run_id=?",
+                               (dag_id, run_id))
         return rows[0][0] if rows else None
+
+    def _has_dag_run(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='dag_run'"))
 
     def get_tasks_with_prior(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
                              map_indexes: Sequence[int] | None, logical_date: int) -> list[XComRecord]:
@@ -429,19 +448,39 @@ class ViewReader:
         for task_id in task_ids:
             if task_id in have:
                 continue
-            # Runs newest first, each probed on the primary key: the first that has the key.
-            sql = ("SELECT r.run_id FROM dag_run r WHERE r.dag_id=? AND r.logical_date < ? AND "
-                   "EXISTS (SELECT 1 FROM xcom x WHERE x.dag_id=r.dag_id AND x.run_id=r.run_id "
-                   "AND x.task_id=? AND x.key=?")
-            params: list[Any] = [dag_id, logical_date, task_id, key]
-            if map_indexes is not None:
-                sql += f" AND x.map_index IN ({','.join('?' * len(map_indexes))})"
-                params += map_indexes
-            prior = self._query(sql + ") ORDER BY r.logical_date DESC, r.run_id DESC LIMIT 1", params)
-            if prior:
-                found += self.get_tasks(dag_id, prior[0][0], [task_id], key, map_indexes)
+            prior = self._prior_run(dag_id, task_id, key, map_indexes, logical_date)
+            if prior is not None:
+                found += self.get_tasks(dag_id, prior, [task_id], key, map_indexes)
         order = {t: i for i, t in enumerate(task_ids)}
         return sorted(found, key=lambda r: (order[r.task_id], r.map_index))
+
+    def _prior_run(self, dag_id: str, task_id: str, key: str, map_indexes: Sequence[int] | None,
+                   before: int) -> str | None:
+        """The run with the greatest logical date before ``before`` that has the task's key;
+        among runs with that same date, the one pushed to last."""
+        has = "x.dag_id=? AND x.task_id=? AND x.key=?"
+        params: list[Any] = [dag_id, task_id, key]
+        if map_indexes is not None:
+            has += f" AND x.map_index IN ({','.join('?' * len(map_indexes))})"
+            params += map_indexes
+        if not self._has_dag_run():  # a schema-1 file: the logical date is on each row
+            rows = self._query(f"SELECT x.run_id FROM xcom x WHERE {has} AND x.logical_date < ? "
+                               "ORDER BY x.logical_date DESC, x.timestamp DESC LIMIT 1",
+                               [*params, before])
+            return rows[0][0] if rows else None
+        # Runs newest first through dag_run's index, each probed on xcom's primary key: the
+        # scan stops at the first run that has the key.
+        date = self._query(
+            f"SELECT r.logical_date FROM dag_run r WHERE r.dag_id=? AND r.logical_date < ? AND "
+            f"EXISTS (SELECT 1 FROM xcom x WHERE x.run_id=r.run_id AND {has}) "
+            "ORDER BY r.logical_date DESC LIMIT 1", [dag_id, before, *params])
+        if not date:
+            return None
+        rows = self._query(
+            f"SELECT x.run_id FROM dag_run r JOIN xcom x ON x.run_id=r.run_id AND {has} "
+            "WHERE r.dag_id=? AND r.logical_date=? ORDER BY x.timestamp DESC LIMIT 1",
+            [*params, dag_id, date[0][0]])
+        return rows[0][0] if rows else None
 
     @staticmethod
     def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -84,3 +84,50 @@ async def test_a_schema_1_view_is_upgraded_when_a_writer_opens_it(tmp_path: Path
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT logical_date FROM dag_run WHERE run_id='r3'").fetchone() == (300,)
     db.close()
+
+
+def test_a_reader_answers_from_a_schema_1_file_before_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    _v1_view(path)
+    reader = ViewReader(path)
+    try:
+        assert reader.logical_date_of("d", "r2") == 200
+        prior = reader.get_tasks_with_prior("d", "r4", ["up"], "k", None, 250)
+        assert [(r.run_id, r.value) for r in prior] == [("r2", b"2")]
+    finally:
+        reader.close()
+
+
+async def test_an_index_an_older_xcombus_recreated_is_dropped_again(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    async with ViewWriter(path, topic="t"):
+        pass
+    with sqlite3.connect(path) as db:  # what schema 1's CREATE INDEX IF NOT EXISTS would do
+        db.execute("CREATE INDEX xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date)")
+    db.close()
+    async with ViewWriterProcess(path, topic="t"):
+        pass
+    with sqlite3.connect(path) as db:
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    db.close()
+    assert "xcom_by_logical_date" not in names
+
+
+async def test_runs_with_the_same_logical_date_the_latest_push_wins(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+
+    def event(run: str, value: bytes, ts: int) -> tuple[bytes, bytes]:
+        return (TaskInstanceKey("d", run, "up").encode(),
+                encode_event(Push(schema=SCHEMA_VERSION, key="k", value=value, codec=MsgspecXCom.codec,
+                                  ts=ts, producer="p", logical_date=100)))
+
+    async with ViewWriter(path, topic="t") as writer:
+        # Two runs share a logical date; "manual" was pushed to last although it sorts first.
+        await writer.apply(fold({0: recs(event("scheduled", b"1", 1), event("manual", b"2", 2))},
+                                {}, MsgspecXCom))
+    reader = ViewReader(path)
+    try:
+        prior = reader.get_tasks_with_prior("d", "later", ["up"], "k", None, 200)
+        assert [(r.run_id, r.value) for r in prior] == [("manual", b"2")]
+    finally:
+        reader.close()
