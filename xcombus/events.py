@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from functools import lru_cache
-from typing import Final, NamedTuple, TypeAlias
+from typing import Annotated, Final, NamedTuple, TypeAlias
 
 import msgspec
 from aiokafka.partitioner import murmur2
@@ -57,6 +57,10 @@ RETURN_VALUE_KEY: Final = "return_value"
 _ID_RE = re.compile(r"[\w.-]{1,250}")
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 _MAX_KEY_LEN: Final = 512
+
+#: Integers an event may carry: what SQLite stores (64-bit signed). msgspec checks the
+#: bounds while decoding, so an out-of-range number is a dead letter, not a failed write.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class TaskInstanceKey(NamedTuple):
@@ -100,7 +104,7 @@ def validate_key(key: object) -> str:
 
 
 _key_encoder = msgspec.json.Encoder()
-_key_decoder = msgspec.json.Decoder(tuple[str, str, str, int])
+_key_decoder = msgspec.json.Decoder(tuple[str, str, str, Int64])
 
 
 def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
@@ -149,12 +153,12 @@ class Push(msgspec.Struct, tag_field="kind", tag="push", kw_only=True, omit_defa
     #: bytes they cannot decode instead of misreading them.
     codec: str
     #: Producer wall-clock time, microseconds since the epoch (UTC).
-    ts: int
+    ts: Int64
     #: Who wrote it: "host:pid:random", stable for one producer session.
     producer: str
     #: The DAG run's logical date in µs since the epoch, when the pusher knows it.
-    logical_date: int | None = None
-    try_number: int = 1
+    logical_date: Int64 | None = None
+    try_number: Int64 = 1
 
 
 class Clear(msgspec.Struct, tag_field="kind", tag="clear", kw_only=True, omit_defaults=True,
@@ -162,9 +166,9 @@ class Clear(msgspec.Struct, tag_field="kind", tag="clear", kw_only=True, omit_de
     """Delete every XCom of the task instance (sent when a new try starts)."""
 
     schema: int
-    ts: int
+    ts: Int64
     producer: str
-    try_number: int = 1
+    try_number: Int64 = 1
 
 
 Event: TypeAlias = Push | Clear

@@ -161,3 +161,14 @@ async def test_readers_in_other_processes_never_see_half_a_batch(tmp_path: Path)
     assert [torn for torn, _ in results] == [0, 0]
     # The readers ran while the writer committed: they saw several intermediate states.
     assert all(states > 2 for _, states in results)
+
+
+def test_integers_beyond_64_bits_are_dead_letters_not_failed_writes() -> None:
+    huge = encode_event(Push(schema=SCHEMA_VERSION, key="k", value=b"1", codec=MsgspecXCom.codec,
+                             ts=2**63, producer="p"))
+    key = b'["d","r","t",18446744073709551616]'
+    batch = fold({0: recs((TI.encode(), huge), (key, push("a", b"2")[1]), push("b", b"3"))}, {},
+                 MsgspecXCom)
+    assert [d.offset for d in batch.dead] == [0, 1]
+    assert "<= 9223372036854775807" in batch.dead[0].reason
+    assert [row[4] for row in batch.upserts] == ["b"]
