@@ -32,6 +32,7 @@ from .connection import kafka_options
 from .errors import (
     XComBrokerError,
     XComClosedError,
+    XComConfigError,
     XComPublishError,
     XComTimeoutError,
     XComValueTooLargeError,
@@ -90,6 +91,17 @@ class Publisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
+        try:
+            return self._make_producer(s)
+        except RuntimeError as exc:
+            if "Compression library" not in str(exc):  # aiokafka: "... for zstd not found"
+                raise
+            raise XComConfigError(
+                f"XCOMBUS_COMPRESSION={s.compression} cannot be used here ({exc}): install "
+                f"'aiokafka[{s.compression}]' (cramjam), or set XCOMBUS_COMPRESSION=none") from exc
+
+    @staticmethod
+    def _make_producer(s: Settings) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             **kafka_options(s),
             client_id=s.client_id,

@@ -40,3 +40,14 @@ def test_group_id_defaults_to_one_group_per_view_file() -> None:
     b = Settings.from_env({}, view_path="/tmp/b.db").effective_group_id
     assert a != b and a.startswith("xcombus-view-")
     assert Settings.from_env({"XCOMBUS_GROUP_ID": "g"}).effective_group_id == "g"
+
+
+async def test_a_codec_without_its_library_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from xcombus.producer import Publisher
+
+    monkeypatch.setitem(AIOKafkaProducer._COMPRESSORS, "zstd",
+                        (lambda: False, AIOKafkaProducer._COMPRESSORS["zstd"][1]))
+    with pytest.raises(XComConfigError, match=r"XCOMBUS_COMPRESSION=zstd .*not found.*aiokafka\[zstd\]"):
+        Publisher(Settings.from_env({}))._new_producer()
