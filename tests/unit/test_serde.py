@@ -175,3 +175,21 @@ def test_backend_errors_name_key_and_type() -> None:
     foreign = record._replace(codec="pickle/1")
     with pytest.raises(XComSerializationError, match="codec 'pickle/1'"):
         MsgspecXCom.deserialize_value(foreign)
+
+
+@pytest.mark.parametrize(("value", "where"), [
+    ({"a": [1, {"b": 1j}]}, "value['a'][1]['b']"),
+    ([1, (2, {3: 1j})], "value[1][1][3]"),
+    ({"s": {1, 2, 1j}}, "value['s']{}"),
+    ({1: [1j]}, "value[1][0]"),
+])
+def test_an_unsupported_value_is_named_by_its_path(value: Any, where: str) -> None:
+    with pytest.raises(SerdeError) as info:
+        ALLOWED.dumps(value)
+    assert f"type builtins.complex at {where} is not supported" in str(info.value)
+
+
+def test_plain_lists_and_dicts_are_encoded_as_they_are() -> None:
+    value = {"rows": list(range(5)), "x": 1.5, "nested": [{"a": None, "b": True}]}
+    assert ALLOWED.dumps(value) == b'{"rows":[0,1,2,3,4],"x":1.5,"nested":[{"a":null,"b":true}]}'
+    assert ALLOWED.loads(ALLOWED.dumps([1.5, float("inf")])) == [1.5, float("inf")]  # tagged
