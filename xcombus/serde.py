@@ -105,6 +105,15 @@ def _plain_items(items: Iterable[Any]) -> bool:
     return True
 
 
+def _leaves(items: Iterable[Any]) -> bool:
+    """True when no decoded item is a list or an object (so none carries a type tag)."""
+    for v in items:
+        kind = type(v)
+        if kind is list or kind is dict:
+            return False
+    return True
+
+
 class Serde:
     """Encode values to typed JSON and back, with an allow-list for classes."""
 
@@ -188,11 +197,15 @@ class Serde:
     def from_builtins(self, tree: Any) -> Any:
         kind = type(tree)
         if kind is list:
+            if _leaves(tree):  # nothing tagged can hide inside: keep the decoded list
+                return tree
             return [self.from_builtins(v) for v in tree]
         if kind is not dict:
             return tree
         tag = tree.get(TAG)
         if tag is None:
+            if _leaves(tree.values()):
+                return tree
             return {k: self.from_builtins(v) for k, v in tree.items()}
         decode = _DECODERS.get(tag)
         if decode is None:
