@@ -45,6 +45,8 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
 OTHERS: tuple[tuple[str, str, str], ...] = (
     ("machine_gauge", "machine gauge: a fixed pure-Python workload (200,000 msgspec encode/decode "
      "+ dict updates) timed before each repeat; lower is faster, compare runs by it", "ms"),
+    ("record_push_tput_1000", "push throughput, 1,000 concurrent task instances, each value a "
+     "record with nested lists and a dict (340 bytes of JSON, `bench_pipeline.RECORD`)", "pushes/s"),
     ("push_tput_200", "push throughput, 200 concurrent task instances", "pushes/s"),
     ("push_tput_5000", "push throughput, 5,000 concurrent task instances", "pushes/s"),
     ("produce_rate", "push throughput while writing the backlog ({backlog} distinct XComs, "
@@ -431,7 +433,11 @@ HOW: tuple[tuple[str, str], ...] = (
      "every one was acknowledged by the broker (`acks=all`, idempotent producer). Throughput is "
      "pushes divided by the wall time from the first push to the last acknowledgement, after N "
      "untimed pushes that connect every partition. Each coroutine awaits its acknowledgement "
-     "before its next push, so at most N pushes are in flight."),
+     "before its next push, so at most N pushes are in flight. The same figure runs on "
+     "asyncio's standard event loop (in the benchmark process) and, when uvloop is installed, "
+     "on uvloop (`benchmarks/push_on_uvloop.py`, its own process: a loop is chosen per "
+     "process); the record row pushes `bench_pipeline.RECORD` instead of ints. Event batches "
+     "are compressed with the default codec (zstd)."),
     ("Single push latency",
      "One task instance awaits `xcom_push` of a 20-byte string 2,000 times in a row after 200 "
      "untimed pushes; each push is timed from the call until it returns (broker "
