@@ -193,10 +193,15 @@ class ViewBatch:
 def acquire_write_lock(path: Path) -> int:
     """Take the exclusive writer lock of a view file (``<view>.lock``); return its fd.
 
-    Raises XComViewLockedError naming the holder's pid when another process has it.
+    Creates the file's folder if needed. Raises XComViewLockedError naming the holder's
+    pid when another process has the lock, XComViewError when the folder is unusable.
     """
     lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise XComViewError(f"cannot open the view at {path}: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -228,11 +233,7 @@ class ViewWriter:
 
     async def open(self) -> None:
         """Lock the file, open it in WAL mode and create the schema if needed."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = acquire_write_lock(self.path)
-        except OSError as exc:
-            raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
+        self._lock_fd = acquire_write_lock(self.path)
         try:
             await asyncio.to_thread(self._prepare)
             db = await aiosqlite.connect(self.path, isolation_level=None)

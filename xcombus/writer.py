@@ -92,11 +92,7 @@ class ViewWriterProcess:
 
     async def open(self) -> None:
         """Lock the file, start the child and let it open (or create) the view."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = acquire_write_lock(self.path)
-        except OSError as exc:
-            raise XComViewError(f"cannot open the view at {self.path}: {exc}") from exc
+        self._lock_fd = acquire_write_lock(self.path)
         try:
             ours, theirs = socket.socketpair()
             self._conn = Connection(ours.detach())
