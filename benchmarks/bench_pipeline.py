@@ -50,15 +50,6 @@ async def push_concurrently(tis: Sequence[TaskInstance], total: int, workers: in
     return time.perf_counter() - start
 
 
-async def bench_push_throughput(bench: Bench, pushes: int, concurrency: int) -> tuple[Values, Samples]:
-    """``concurrency`` task instances, one coroutine each, push small ints until ``pushes``."""
-    async with XComBus(bench.fresh("push")) as bus:
-        tis = [bus.task_instance(DAG, RUN, f"worker_{w}") for w in range(concurrency)]
-        await push_concurrently(tis, concurrency, concurrency, lambda i: "value")  # connect
-        elapsed = await push_concurrently(tis, pushes, concurrency, lambda i: "value")
-    return {f"push_tput_{concurrency}": pushes / elapsed}, {}
-
-
 #: A value shaped like a real XCom: a record with nested lists and a dict (340 bytes of JSON).
 RECORD = {"run": "scheduled__2026-11-24T00:00:00+00:00", "rows": 1_234, "ok": True,
           "ratio": 0.875, "path": "s3://bucket/exports/2026/11/24/part-00017.parquet",
@@ -67,13 +58,16 @@ RECORD = {"run": "scheduled__2026-11-24T00:00:00+00:00", "rows": 1_234, "ok": Tr
           "partitions": list(range(24))}
 
 
-async def bench_push_throughput_record(bench: Bench, pushes: int, concurrency: int) -> tuple[Values, Samples]:
-    """As the push-throughput figure, each push a RECORD instead of a small int."""
-    async with XComBus(bench.fresh("pushrec")) as bus:
+async def bench_push_throughput(bench: Bench, pushes: int, concurrency: int, *,
+                                record: bool = False) -> tuple[Values, Samples]:
+    """``concurrency`` task instances, one coroutine each, push small ints (or RECORDs)
+    until ``pushes``."""
+    value_of: Callable[[int], Any] = (lambda i: RECORD) if record else (lambda i: i)
+    async with XComBus(bench.fresh("push")) as bus:
         tis = [bus.task_instance(DAG, RUN, f"worker_{w}") for w in range(concurrency)]
-        await push_concurrently(tis, concurrency, concurrency, lambda i: "value", lambda i: RECORD)
-        elapsed = await push_concurrently(tis, pushes, concurrency, lambda i: "value", lambda i: RECORD)
-    return {f"record_push_tput_{concurrency}": pushes / elapsed}, {}
+        await push_concurrently(tis, concurrency, concurrency, lambda i: "value", value_of)  # connect
+        elapsed = await push_concurrently(tis, pushes, concurrency, lambda i: "value", value_of)
+    return {f"{'record_' if record else ''}push_tput_{concurrency}": pushes / elapsed}, {}
 
 
 def uvloop_available() -> bool:

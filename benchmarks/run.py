@@ -95,8 +95,8 @@ async def run_all(bench: Bench, args: argparse.Namespace, res: Results, meta: di
         for c in bench_pipeline.PUSH_CONCURRENCY:
             await fig(f"push throughput x{c}",
                       lambda c=c: bench_pipeline.bench_push_throughput(bench, args.pushes, c))
-        await fig("push throughput x1000, record values", lambda: bench_pipeline.bench_push_throughput_record(
-            bench, args.pushes, bench_pipeline.PUSH_CONCURRENCY[0]))
+        await fig("push throughput x1000, record values", lambda: bench_pipeline.bench_push_throughput(
+            bench, args.pushes, bench_pipeline.PUSH_CONCURRENCY[0], record=True))
         if bench_pipeline.uvloop_available():
             c = bench_pipeline.PUSH_CONCURRENCY[0]
             await fig(f"push throughput x{c} on uvloop",
