@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,7 +13,7 @@ import pytest
 from xcombus import MsgspecXCom, ViewReader, XComViewError, XComViewLockedError
 from xcombus.events import SCHEMA_VERSION, Clear, Push, TaskInstanceKey, encode_event
 from xcombus.materialize import fold
-from xcombus.view import ViewWriter
+from xcombus.view import ViewBatch, ViewWriter
 
 
 class Rec(NamedTuple):
@@ -138,26 +139,42 @@ def _reader_process(path: str, ready: Any, done: Any, out: Any) -> None:
     out.put((torn, len(states)))
 
 
-async def test_readers_in_other_processes_never_see_half_a_batch(tmp_path: Path) -> None:
-    path = tmp_path / "v.db"
+def batches_of_new_xcoms(count: int = 300, size: int = 50) -> Iterator[ViewBatch]:
+    """Folded batches in which every event is a new XCom, so rows == events at each commit."""
+    offset = 0
+    for b in range(count):
+        events = [push(f"k{b}-{i}", b"\"v\"") for i in range(size)]
+        yield fold({0: recs(*events, start=offset)}, {0: offset}, MsgspecXCom)
+        offset += size
+
+
+async def watch_readers_while(path: Path, write: Callable[[], Awaitable[None]]) -> list[tuple[int, int]]:
+    """Run ``write`` while two reader processes poll the view; per reader, return the torn
+    snapshots it saw (rows != applied events) and how many distinct states."""
     ctx = multiprocessing.get_context("spawn")
     out, done = ctx.Queue(), ctx.Event()
+    readies = [ctx.Event() for _ in range(2)]
+    readers = [ctx.Process(target=_reader_process, args=(str(path), r, done, out)) for r in readies]
+    for p in readers:
+        p.start()
+    for r in readies:
+        assert r.wait(60)
+    await write()
+    done.set()
+    results = [out.get(timeout=60) for _ in readers]
+    for p in readers:
+        p.join(30)
+    return results
+
+
+async def test_readers_in_other_processes_never_see_half_a_batch(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
     async with ViewWriter(path, topic="t") as writer:
-        readies = [ctx.Event() for _ in range(2)]
-        readers = [ctx.Process(target=_reader_process, args=(str(path), r, done, out)) for r in readies]
-        for p in readers:
-            p.start()
-        for r in readies:
-            assert r.wait(60)
-        offset = 0
-        for b in range(300):  # every event is a new XCom, so rows == events at each commit
-            events = [push(f"k{b}-{i}", b"\"v\"") for i in range(50)]
-            await writer.apply(fold({0: recs(*events, start=offset)}, {0: offset}, MsgspecXCom))
-            offset += len(events)
-        done.set()
-        results = [out.get(timeout=60) for _ in readers]
-        for p in readers:
-            p.join(30)
+        async def write() -> None:
+            for batch in batches_of_new_xcoms():
+                await writer.apply(batch)
+
+        results = await watch_readers_while(path, write)
     assert [torn for torn, _ in results] == [0, 0]
     # The readers ran while the writer committed: they saw several intermediate states.
     assert all(states > 2 for _, states in results)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_fold_and_view import _reader_process, clear, push, recs
+from tests.unit.test_fold_and_view import batches_of_new_xcoms, clear, push, recs, watch_readers_while
 from xcombus import MsgspecXCom, Settings, ViewReader, XComViewError, XComViewLockedError
 from xcombus.materialize import Materializer, fold
 from xcombus.view import ViewWriter
@@ -150,28 +150,14 @@ async def test_materializer_stops_when_the_writer_dies(tmp_path: Path) -> None:
 
 
 async def test_readers_never_see_half_a_batch_written_by_the_child(tmp_path: Path) -> None:
-    import multiprocessing
-
     path = tmp_path / "v.db"
-    ctx = multiprocessing.get_context("spawn")
-    out, done = ctx.Queue(), ctx.Event()
     async with ViewWriterProcess(path, topic="t") as writer:
-        readies = [ctx.Event() for _ in range(2)]
-        readers = [ctx.Process(target=_reader_process, args=(str(path), r, done, out)) for r in readies]
-        for p in readers:
-            p.start()
-        for r in readies:
-            assert r.wait(60)
-        offset = 0
-        for b in range(300):  # pipelined: one batch in flight while the next is folded
-            events = [push(f"k{b}-{i}", b"\"v\"") for i in range(50)]
-            await writer.submit(fold({0: recs(*events, start=offset)}, {0: offset}, MsgspecXCom))
-            offset += len(events)
-        await writer.drain()
-        done.set()
-        results = [out.get(timeout=60) for _ in readers]
-        for p in readers:
-            p.join(30)
+        async def write() -> None:
+            for batch in batches_of_new_xcoms():  # pipelined: one batch in flight while the next folds
+                await writer.submit(batch)
+            await writer.drain()
+
+        results = await watch_readers_while(path, write)
     for torn, states in results:
         assert torn == 0
         assert states > 1
