@@ -1,6 +1,6 @@
 """Profile the paths behind the targets that are not met (not part of the timed suite).
 
-    python benchmarks/profile_paths.py push     # cProfile of the push path (1,000 task instances)
+    python benchmarks/profile_paths.py push     # CPU and GC per push, then cProfile of the push path
     python benchmarks/profile_paths.py drain    # py-spy on the materializer process, then cProfile of rebuild
     python benchmarks/profile_paths.py visible  # py-spy on the materializer at 5,000 pushes/s, + CPU split
     python benchmarks/profile_paths.py rebuild  # the same as drain
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import collections
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -96,15 +97,48 @@ def _finish_spies() -> list[Path]:
     return outs
 
 
-async def profile_push(bench: Bench, out: Path) -> None:
+class _GcTimer:
+    """Counts and times the collector's passes per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.passes: collections.Counter[int] = collections.Counter()
+        self.seconds: collections.Counter[int] = collections.Counter()
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.passes[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+    def __enter__(self) -> _GcTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def profile_push(bench: Bench, out: Path, pushes: int = 100_000) -> None:
     prof = cProfile.Profile()
     async with XComBus(bench.fresh("prof-push")) as bus:
         tis = [bus.task_instance(DAG, RUN, f"worker_{w}") for w in range(1_000)]
         await bench_pipeline.push_concurrently(tis, 2_000, 1_000, lambda i: "value")
+        # First without the profiler: CPU per push, and how much of it the collector takes.
+        with _GcTimer() as timer:
+            cpu = time.process_time()
+            elapsed = await bench_pipeline.push_concurrently(tis, pushes, 1_000, lambda i: "value")
+            cpu = time.process_time() - cpu
+        print(f"{pushes:,} pushes in {elapsed:.2f}s ({pushes / elapsed:,.0f}/s), "
+              f"{cpu / pushes * 1e6:.2f} µs CPU per push; the garbage collector:")
+        for gen in sorted(timer.passes):
+            print(f"  generation {gen}: {timer.passes[gen]} passes, {timer.seconds[gen] * 1e3:.1f} ms, "
+                  f"{timer.seconds[gen] / pushes * 1e6:.2f} µs per push")
         prof.enable()
-        elapsed = await bench_pipeline.push_concurrently(tis, 100_000, 1_000, lambda i: "value")
+        elapsed = await bench_pipeline.push_concurrently(tis, pushes, 1_000, lambda i: "value")
         prof.disable()
-    print(f"100,000 pushes in {elapsed:.2f}s under cProfile ({100_000 / elapsed:,.0f}/s)")
+    print(f"{pushes:,} pushes in {elapsed:.2f}s under cProfile ({pushes / elapsed:,.0f}/s)")
     _pstats_summary(prof, out / "push.pstats")
 
 
