@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,50 @@ AIRFLOW: tuple[tuple[str, str, float, float, str], ...] = (
     ("pull one key p50 (xcombus read-your-writes; Airflow get_one)", "pull_ryw_p50", 1, 4.5, "ms"),
     ("fan-in p50 (xcombus over 1,000 map indexes; Airflow over 100 tasks)", "fanin_ryw_p50", 1, 22.5, "ms"),
 )
+
+
+def history_path(results: Path) -> Path:
+    """Where the runs that wrote ``results`` are remembered: beside it, one JSON line each."""
+    return results.with_name("history.jsonl")
+
+
+def history_entry(meta: dict[str, Any], values: dict[str, list[float]]) -> dict[str, Any]:
+    """What a run leaves in the history: when, which code, how fast the machine was, and
+    the median of every target figure."""
+    return {"date": meta["date"], "code": meta.get("code", "unknown"),
+            "gauge_ms": median(values["machine_gauge"]) if values.get("machine_gauge") else None,
+            "medians": {fid: median(values[fid]) for fid, *_ in TARGETS if values.get(fid)}}
+
+
+def _across_runs(history: Sequence[dict[str, Any]], meta: dict[str, Any], last: int = 6) -> list[str]:
+    runs = list(history)[-last:]
+    header = ["target", *[f"{r['date'][:16]}<br>`{r['code']}`" for r in runs], "met in"]
+    rows = [["machine gauge (ms, lower is faster)",
+             *[fmt(r["gauge_ms"]) if r.get("gauge_ms") else "" for r in runs], ""]]
+    for fid, label, unit, op, target in TARGETS:
+        cells, hits, seen = [], 0, 0
+        for r in runs:
+            value = r["medians"].get(fid)
+            if value is None:
+                cells.append("")
+                continue
+            seen += 1
+            ok = met(op, value, target)
+            hits += ok
+            cells.append(fmt(value) if ok else f"**{fmt(value)}**")
+        rows.append([f"{_fill(label, meta)} ({op} {fmt(target)} {unit})", *cells, f"{hits} of {seen}"])
+    return [
+        "## Across runs",
+        "",
+        f"The last {len(runs)} full runs of the suite on this machine "
+        f"(`{history_path(DEFAULT_RESULTS).relative_to(REPO)}`, one line per run), each cell "
+        "the run's median; **bold** is a miss. The same code "
+        "measured in different phases of the VM differs by more than most changes do, so read "
+        "a figure against the machine gauge of its run, and a change against several runs.",
+        "",
+        *_table(header, ["---", *["---:"] * len(runs), "---:"], rows),
+        "",
+    ]
 
 
 def median(values: list[float]) -> float:
@@ -297,7 +342,8 @@ def _stats(values: list[float]) -> list[str]:
     return [fmt(median(values)), fmt(min(values)), fmt(max(values)), str(len(values))]
 
 
-def markdown(res: dict[str, Any], images: list[tuple[str, str]], img_rel: str) -> str:
+def markdown(res: dict[str, Any], images: list[tuple[str, str]], img_rel: str,
+             history: Sequence[dict[str, Any]] = ()) -> str:
     vals, meta = res["values"], res["meta"]
     lines = [
         "# Benchmarks",
@@ -354,7 +400,10 @@ def markdown(res: dict[str, Any], images: list[tuple[str, str]], img_rel: str) -
     lines += _table(["target (the issue's row)", "target", "median", "min", "max", "repeats", "met?"],
                     ["---", "---:", "---:", "---:", "---:", "---:", "---"], rows)
     lines += ["", "*x* in \"no (x)\" is the headroom factor: measured/target for a throughput, "
-              "target/measured for a time or a size.", "", "## Other figures", ""]
+              "target/measured for a time or a size.", ""]
+    if len(history) > 1:
+        lines += _across_runs(history, meta)
+    lines += ["## Other figures", ""]
     rows = [[_fill(label, meta), unit, *_stats(vals[fid])] for fid, label, unit in OTHERS if fid in vals]
     lines += _table(["figure", "unit", "median", "min", "max", "repeats"],
                     ["---", "---", "---:", "---:", "---:", "---:"], rows)
@@ -488,10 +537,13 @@ HOW: tuple[tuple[str, str], ...] = (
 
 def render(results: Path, out: Path, img: Path) -> None:
     res = json.loads(results.read_text())
+    history = history_path(results)
+    runs = ([json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+            if history.exists() else [])
     images = plots(res, img)
     rel = os.path.relpath(img, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(res, images, rel))
+    out.write_text(markdown(res, images, rel, runs))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -198,6 +199,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _code_version() -> str:
+    """The commit measured, marked when the working tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                                capture_output=True, text=True, timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               check=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} + uncommitted changes" if dirty else commit
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     # aiokafka warns while a fresh topic's partitions elect their leader (the first pushes
@@ -237,8 +250,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     meta.update(date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", load_after=_load(),
                 minutes=(time.perf_counter() - started) / 60)
+    meta["code"] = _code_version()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "values": res.values, "samples": res.samples}, indent=1))
+    with report.history_path(args.json).open("a") as history:  # one line per run, kept
+        history.write(json.dumps(report.history_entry(meta, res.values)) + "\n")
     report.render(args.json, args.out, args.img)
     print()
     for fid, label, unit, op, target in report.TARGETS:

@@ -1,0 +1,53 @@
+"""The benchmark report's history: what a run remembers and how runs are set side by side."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import report  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    return json.loads((BENCHMARKS / "results" / "latest.json").read_text())
+
+
+def _run(code: str, push: float, drain: float) -> dict[str, Any]:
+    meta = {"date": f"2026-11-25 0{len(code)}:00 UTC", "code": code}
+    values = {"machine_gauge": [90.0, 95.0, 100.0], "push_tput_1000": [push, push * 2, push / 2],
+              "drain_rate": [drain]}
+    return report.history_entry(meta, values)
+
+
+def test_history_entry_keeps_the_median_of_each_target_and_the_gauge() -> None:
+    entry = _run("abc1234", 90_000, 120_000)
+    assert entry["code"] == "abc1234"
+    assert entry["gauge_ms"] == 95.0
+    assert entry["medians"] == {"push_tput_1000": 90_000, "drain_rate": 120_000}
+
+
+def test_runs_are_set_side_by_side_with_misses_in_bold(results: dict[str, Any]) -> None:
+    history = [_run("aaaaaaa", 90_000, 120_000), _run("bbbbbbb", 110_000, 95_000)]
+    text = report.markdown(results, [], "img", history)
+    section = text.split("## Across runs", 1)[1].split("## Other figures", 1)[0]
+    push = next(line for line in section.splitlines() if "asyncio's standard event loop" in line)
+    assert "**90,000**" in push and "| 110,000 |" in push and push.endswith("| 1 of 2 |")
+    drain = next(line for line in section.splitlines() if "draining" in line)
+    assert "| 120,000 |" in drain and "**95,000**" in drain and drain.endswith("| 1 of 2 |")
+    assert "`aaaaaaa`" in section and "`bbbbbbb`" in section
+
+
+def test_a_single_run_has_no_history_section(results: dict[str, Any]) -> None:
+    assert "## Across runs" not in report.markdown(results, [], "img", [_run("a", 1.0, 1.0)])
+
+
+def test_the_history_lives_beside_the_results_file(tmp_path: Path) -> None:
+    assert report.history_path(tmp_path / "latest.json") == tmp_path / "history.jsonl"
