@@ -28,14 +28,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import baseline_sql
-import bench_backlog
-import bench_pipeline
-import bench_visible
-import report
-from common import REPO, Bench, fmt, log, machine_facts, machine_gauge, percentile, quantiles
+try:
+    import baseline_sql
+    import bench_backlog
+    import bench_pipeline
+    import bench_visible
+    import report
+    from common import REPO, Bench, fmt, log, machine_facts, machine_gauge, percentile, quantiles
 
-from xcombus.broker import KAFKA_VERSION, LocalBroker
+    from xcombus.broker import KAFKA_VERSION, LocalBroker
+except ModuleNotFoundError as exc:  # the benchmark extra is not part of the test install
+    sys.exit(f"benchmarks/run.py needs {exc.name!r}: install the benchmark extra with "
+             "pip install -e '.[bench]' (matplotlib, sqlalchemy, psutil, uvloop)")
 
 LOCAL_PORT = 29092
 
