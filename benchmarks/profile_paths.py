@@ -73,7 +73,8 @@ def collapsed_summary(path: Path, top: int = 30) -> None:
 
 
 class _SpyPopen(subprocess.Popen):  # type: ignore[type-arg]
-    """Popen that attaches py-spy to every ``consumers.materializer`` it starts."""
+    """Popen that attaches py-spy to every ``consumers.materializer`` it starts (and, with
+    ``--subprocesses``, to its view-writer child: each stack starts with its process)."""
 
     out_dir: Path = Path(".")
     spies: ClassVar[list[tuple[subprocess.Popen[bytes], Path]]] = []
@@ -83,7 +84,8 @@ class _SpyPopen(subprocess.Popen):  # type: ignore[type-arg]
         if "consumers.materializer" in args:
             out = self.out_dir / f"materializer-{self.pid}.txt"
             spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(self.pid),
-                                    "--rate", "250", "--native", "--format", "raw", "-o", str(out)],
+                                    "--rate", "250", "--native", "--subprocesses", "--format", "raw",
+                                    "-o", str(out)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.spies.append((spy, out))
             self.cpu_proc = psutil.Process(self.pid)
