@@ -14,7 +14,11 @@ machine) and the wall time per row of each variant, each into a fresh WAL file w
 - ``current``: the view's schema (``xcombus.view``), rows sorted by primary key as the
   writer child sends them;
 - ``no-indexes``: the current schema without its secondary index (the floor);
-- ``cache16``: ``current`` with a 16 MiB page cache; ``page8k``: with 8 KiB pages.
+- ``cache16``: ``current`` with a 16 MiB page cache; ``page8k``: with 8 KiB pages;
+- ``null-date``: ``current`` with no logical date (NULL), as the suite's backlog pushes;
+  ``no-adapt``: the same rows bound so that ``sqlite3`` skips its per-parameter adaptation
+  lookup (it runs it for anything but an exact int, float, str or bytearray): the value as
+  a bytearray, the missing date as ``''`` turned into NULL by ``NULLIF(?, '')``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def backlog_rows(n: int) -> list[tuple[Any, ...]]:
 
 
 def run(name: str, rows: list[tuple[Any, ...]], workdir: Path, *, schema: str = _SCHEMA,
-        pragmas: tuple[str, ...] = (), sort: bool = True) -> None:
+        pragmas: tuple[str, ...] = (), sort: bool = True, upsert: str = _UPSERT) -> None:
     path = workdir / f"{name}.db"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -64,7 +68,7 @@ def run(name: str, rows: list[tuple[Any, ...]], workdir: Path, *, schema: str = 
     for start in range(0, len(rows), BATCH):
         chunk = rows[start:start + BATCH]
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(_UPSERT, sorted(chunk) if sort else chunk)
+        db.executemany(upsert, sorted(chunk) if sort else chunk)
         db.execute("COMMIT")
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     db.close()
@@ -92,6 +96,13 @@ def main() -> None:
                 run(variant, rows, work, pragmas=("PRAGMA cache_size=-16384",))
             elif variant == "page8k":
                 run(variant, rows, work, pragmas=("PRAGMA page_size=8192",))
+            elif variant == "null-date":
+                run(variant, [(*r[:8], None, *r[9:]) for r in rows], work)
+            elif variant == "no-adapt":
+                no_adapt = _UPSERT.replace("?,?,?,?,?,?,?,?,?,", "?,?,?,?,?,?,?,?,NULLIF(?, ''),", 1)
+                assert no_adapt != _UPSERT
+                run(variant, [(*r[:5], bytearray(r[5]), *r[6:8], "", *r[9:]) for r in rows], work,
+                    upsert=no_adapt)
             else:
                 parser.error(f"unknown variant {variant!r}")
             for leftover in work.glob("*"):

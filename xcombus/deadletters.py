@@ -25,7 +25,7 @@ __all__ = ["RetrySummary", "retry_dead_letters"]
 _GUARDED_UPSERT = """
 INSERT INTO xcom (dag_id, run_id, task_id, map_index, key, value, codec, timestamp, logical_date,
                   producer, try_number, kafka_partition, kafka_offset)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+VALUES (?,?,?,?,?,?,?,?,NULLIF(?, ''),?,?,?,?)
 ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
     value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
     logical_date=excluded.logical_date, producer=excluded.producer, try_number=excluded.try_number,

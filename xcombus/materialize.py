@@ -36,7 +36,7 @@ from .metrics import MaterializerMetrics
 from .records import XComRecord
 from .settings import Settings
 from .topic import ensure_topic
-from .view import DeadLetter, ViewBatch
+from .view import DeadLetter, ViewBatch, row_record
 from .writer import ViewWriterProcess
 
 __all__ = ["Materializer", "fold"]
@@ -126,10 +126,13 @@ def fold(
                 rows = by_ti[ti] = {}
             elif track and key in rows:
                 batch.superseded.append(rows[key])
-            rows[key] = (*ti, key, event.value, codec, event.ts, event.logical_date,
+            logical_date = event.logical_date
+            if logical_date is None:
+                logical_date = ""  # NULL in the view: binds faster than None (view._UPSERT)
+            else:
+                runs[ti[:2]] = logical_date
+            rows[key] = (*ti, key, event.value, codec, event.ts, logical_date,
                          event.producer, event.try_number, partition, offset)
-            if event.logical_date is not None:
-                runs[ti[:2]] = event.logical_date
         if recs:
             batch.offsets[partition] = max(floor, recs[-1].offset + 1)
             batch.events[partition] = count
@@ -410,7 +413,7 @@ class Materializer:
             log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
                         dead.reason)
         if track:
-            await self._purge([*replaced, *(XComRecord(*row) for row in batch.superseded)])
+            await self._purge([*replaced, *(row_record(row) for row in batch.superseded)])
         if self.metrics is not None:
             self.metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.

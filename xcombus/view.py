@@ -36,7 +36,7 @@ from ._writer_child import Refused, prepare
 from .errors import XComQueryError, XComViewError, XComViewLockedError
 from .records import XComRecord
 
-__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter", "acquire_write_lock"]
+__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter", "acquire_write_lock", "row_record"]
 
 VIEW_SCHEMA_VERSION = 2
 
@@ -122,8 +122,12 @@ UPDATE meta SET value = '2' WHERE name = 'schema_version';
 _COLUMNS = ("dag_id, run_id, task_id, map_index, key, value, codec, timestamp, logical_date, "
             "producer, try_number, kafka_partition, kafka_offset")
 
+#: Rows carry ``""`` for a missing logical date, stored as NULL by ``NULLIF``: Python's
+#: ``sqlite3`` binds an exact str (or int, float, bytearray) directly but runs an adapter
+#: lookup for anything else, None and bytes included, and that lookup was ≈ 20 % of the
+#: upsert's CPU (``benchmarks/experiment_sqlite.py null-date no-adapt``). None works too.
 _UPSERT = f"""
-INSERT INTO xcom ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+INSERT INTO xcom ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,NULLIF(?, ''),?,?,?,?)
 ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
     value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
     logical_date=excluded.logical_date, producer=excluded.producer,
@@ -168,6 +172,13 @@ class DeadLetter(NamedTuple):
     timestamp: int | None
 
 
+def row_record(row: Sequence[Any]) -> XComRecord:
+    """A :class:`ViewBatch` row as the record a read would return (logical date ``""`` → None)."""
+    if row[8] == "":
+        return XComRecord(*row[:8], None, *row[9:])
+    return XComRecord(*row)
+
+
 class ViewBatch:
     """What one transaction writes: clears, then upserts, dead letters and new offsets."""
 
@@ -176,7 +187,8 @@ class ViewBatch:
     def __init__(self) -> None:
         #: Clears to apply: ``(dag_id, run_id, task_id, map_index, partition, offset)``.
         self.clears: list[tuple[str, str, str, int, int, int]] = []
-        #: Rows in ``_COLUMNS`` order, at most one per XCom (the batch is folded).
+        #: Rows in ``_COLUMNS`` order, at most one per XCom (the batch is folded); a
+        #: missing logical date is ``""`` (see ``_UPSERT``; :func:`row_record` reads a row).
         self.upserts: list[tuple[Any, ...]] = []
         #: ``(dag_id, run_id, logical_date)`` of the runs whose pushes carry a logical date.
         self.runs: list[tuple[str, str, int]] = []
@@ -186,7 +198,7 @@ class ViewBatch:
         #: partition -> events consumed by this batch (applied or dead-lettered).
         self.events: dict[int, int] = {}
         #: Rows replaced or cleared within the batch itself (only collected for backends
-        #: that purge external payloads), in ``_COLUMNS`` order.
+        #: that purge external payloads), as ``upserts``.
         self.superseded: list[tuple[Any, ...]] = []
 
 

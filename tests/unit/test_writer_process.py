@@ -6,15 +6,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.unit.test_fold_and_view import batches_of_new_xcoms, clear, push, recs, watch_readers_while
+from tests.unit.test_fold_and_view import (
+    TI,
+    batches_of_new_xcoms,
+    clear,
+    push,
+    recs,
+    watch_readers_while,
+)
 from xcombus import MsgspecXCom, Settings, ViewReader, XComViewError, XComViewLockedError
+from xcombus.events import SCHEMA_VERSION, Push, encode_event
 from xcombus.materialize import Materializer, fold
-from xcombus.view import ViewWriter
+from xcombus.view import ViewWriter, row_record
 from xcombus.writer import ViewWriterProcess
 
 
@@ -231,3 +240,32 @@ async def test_a_write_error_of_any_kind_comes_back_with_its_reason(tmp_path: Pa
     finally:
         await writer.aclose()
     assert _stored(path) == ([], {}, {})
+
+
+@pytest.mark.parametrize("writer_class", [ViewWriterProcess, ViewWriter])
+async def test_both_writers_store_a_missing_date_as_null_and_values_as_blobs(
+        tmp_path: Path, writer_class: type[ViewWriterProcess] | type[ViewWriter]) -> None:
+    # The rows bind a missing logical date as "" and the child binds values as bytearrays
+    # (sqlite3 binds those without an adapter lookup): the file must not show either.
+    path = tmp_path / "v.db"
+    dated = encode_event(Push(schema=SCHEMA_VERSION, key="dated", value=b'"d"', codec=MsgspecXCom.codec,
+                              ts=1, producer="p", logical_date=0))
+    batch = fold({0: recs(push("undated", b'"u"'), (TI.encode(), dated))}, {}, MsgspecXCom)
+    assert {row[4]: row[8] for row in batch.upserts} == {"undated": "", "dated": 0}
+    assert {r.key: r.logical_date for r in map(row_record, batch.upserts)} == {"undated": None, "dated": 0}
+    async with writer_class(path, topic="t") as writer:
+        await writer.apply(batch)
+    db = sqlite3.connect(path)
+    try:
+        stored = db.execute("SELECT key, typeof(value), logical_date, typeof(logical_date) FROM xcom "
+                            "ORDER BY key").fetchall()
+    finally:
+        db.close()
+    assert stored == [("dated", "blob", 0, "integer"), ("undated", "blob", None, "null")]
+    reader = ViewReader(path)
+    try:
+        records = {r.key: r for r in reader.list()}
+    finally:
+        reader.close()
+    assert records["undated"].logical_date is None and records["dated"].logical_date == 0
+    assert type(records["undated"].value) is bytes and records["undated"].value == b'"u"'
