@@ -15,10 +15,12 @@ machine) and the wall time per row of each variant, each into a fresh WAL file w
   writer child sends them;
 - ``no-indexes``: the current schema without its secondary index (the floor);
 - ``cache16``: ``current`` with a 16 MiB page cache; ``page8k``: with 8 KiB pages;
-- ``null-date``: ``current`` with no logical date (NULL), as the suite's backlog pushes;
-  ``no-adapt``: the same rows bound so that ``sqlite3`` skips its per-parameter adaptation
-  lookup (it runs it for anything but an exact int, float, str or bytearray): the value as
-  a bytearray, the missing date as ``''`` turned into NULL by ``NULLIF(?, '')``.
+- ``null-date``: rows with no logical date (NULL), as the suite's backlog pushes, bound the
+  way the view did before 2026-11-25 (the date as None, the value as bytes, a plain ``?``);
+  ``no-adapt``: the same rows as the writer child binds them now, so that ``sqlite3`` skips
+  its per-parameter adaptation lookup (it runs it for anything but an exact int, float, str
+  or bytearray): the value as a bytearray, the missing date as ``''`` turned into NULL by
+  the view's ``NULLIF(?, '')``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from xcombus.view import _SCHEMA, _UPSERT
+
+#: The upsert as it was before the view bound a missing date as '' (``null-date``'s baseline).
+_UPSERT_PLAIN = _UPSERT.replace("NULLIF(?, '')", "?")
+assert _UPSERT_PLAIN != _UPSERT
 
 BATCH = 20_000
 PARTITIONS = 6
@@ -97,12 +103,9 @@ def main() -> None:
             elif variant == "page8k":
                 run(variant, rows, work, pragmas=("PRAGMA page_size=8192",))
             elif variant == "null-date":
-                run(variant, [(*r[:8], None, *r[9:]) for r in rows], work)
-            elif variant == "no-adapt":
-                no_adapt = _UPSERT.replace("?,?,?,?,?,?,?,?,?,", "?,?,?,?,?,?,?,?,NULLIF(?, ''),", 1)
-                assert no_adapt != _UPSERT
-                run(variant, [(*r[:5], bytearray(r[5]), *r[6:8], "", *r[9:]) for r in rows], work,
-                    upsert=no_adapt)
+                run(variant, [(*r[:8], None, *r[9:]) for r in rows], work, upsert=_UPSERT_PLAIN)
+            elif variant == "no-adapt":  # what the writer child binds now
+                run(variant, [(*r[:5], bytearray(r[5]), *r[6:8], "", *r[9:]) for r in rows], work)
             else:
                 parser.error(f"unknown variant {variant!r}")
             for leftover in work.glob("*"):

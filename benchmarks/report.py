@@ -109,15 +109,52 @@ def history_path(results: Path) -> Path:
     return results.with_name("history.jsonl")
 
 
+#: What defines the figures of a run (not how often they were measured): only runs that
+#: agree on these are set side by side.
+_SIZES = ("backlog", "pushes", "visible_rate", "visible_seconds")
+#: The sizes of ``python benchmarks/run.py`` without options (runs recorded before the
+#: history kept its sizes were such runs).
+DEFAULT_SIZES = {"backlog": 1_000_000, "pushes": 100_000, "visible_rate": 5_000, "visible_seconds": 10.0}
+
+
 def history_entry(meta: dict[str, Any], values: dict[str, list[float]]) -> dict[str, Any]:
-    """What a run leaves in the history: when, which code, how fast the machine was, and
-    the median of every target figure."""
+    """What a run leaves in the history: when, which code, its sizes, how fast the machine
+    was, and the median of every target figure."""
     return {"date": meta["date"], "code": meta.get("code", "unknown"),
+            "sizes": {name: meta.get(name) for name in _SIZES},
             "gauge_ms": median(values["machine_gauge"]) if values.get("machine_gauge") else None,
             "medians": {fid: median(values[fid]) for fid, *_ in TARGETS if values.get(fid)}}
 
 
-def _across_runs(history: Sequence[dict[str, Any]], meta: dict[str, Any], last: int = 6) -> list[str]:
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The runs remembered in ``path`` (none if it does not exist); a line that does not
+    parse (a run killed while writing it) is skipped with a warning, not fatal."""
+    if not path.exists():
+        return []
+    runs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            run = json.loads(line)
+            if not isinstance(run, dict) or not isinstance(run.get("medians"), dict):
+                raise ValueError("not a run")
+        except ValueError as exc:
+            print(f"report: skipping line {number} of {path}: {exc}")
+            continue
+        runs.append(run)
+    return runs
+
+
+def comparable(history: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs measured with this run's sizes (a run without recorded sizes used the defaults)."""
+    sizes = {name: meta.get(name) for name in _SIZES}
+    return [r for r in history if r.get("sizes", DEFAULT_SIZES) == sizes]
+
+
+
+def _across_runs(history: Sequence[dict[str, Any]], meta: dict[str, Any], where: str,
+                 last: int = 6) -> list[str]:
     runs = list(history)[-last:]
     header = ["target", *[f"{r['date'][:16]}<br>`{r['code']}`" for r in runs], "met in"]
     rows = [["machine gauge (ms, lower is faster)",
@@ -137,9 +174,9 @@ def _across_runs(history: Sequence[dict[str, Any]], meta: dict[str, Any], last: 
     return [
         "## Across runs",
         "",
-        f"The last {len(runs)} full runs of the suite on this machine "
-        f"(`{history_path(DEFAULT_RESULTS).relative_to(REPO)}`, one line per run), each cell "
-        "the run's median; **bold** is a miss. The same code "
+        f"The last {len(runs)} runs of the suite on this machine with this run's sizes "
+        f"(`{where}`, one line per run), each cell the run's median; **bold** is a miss. "
+        "The same code "
         "measured in different phases of the VM differs by more than most changes do, so read "
         "a figure against the machine gauge of its run, and a change against several runs.",
         "",
@@ -343,7 +380,7 @@ def _stats(values: list[float]) -> list[str]:
 
 
 def markdown(res: dict[str, Any], images: list[tuple[str, str]], img_rel: str,
-             history: Sequence[dict[str, Any]] = ()) -> str:
+             history: Sequence[dict[str, Any]] = (), history_where: str = "history.jsonl") -> str:
     vals, meta = res["values"], res["meta"]
     lines = [
         "# Benchmarks",
@@ -401,8 +438,9 @@ def markdown(res: dict[str, Any], images: list[tuple[str, str]], img_rel: str,
                     ["---", "---:", "---:", "---:", "---:", "---:", "---"], rows)
     lines += ["", "*x* in \"no (x)\" is the headroom factor: measured/target for a throughput, "
               "target/measured for a time or a size.", ""]
+    history = comparable(history, meta)
     if len(history) > 1:
-        lines += _across_runs(history, meta)
+        lines += _across_runs(history, meta, history_where)
     lines += ["## Other figures", ""]
     rows = [[_fill(label, meta), unit, *_stats(vals[fid])] for fid, label, unit in OTHERS if fid in vals]
     lines += _table(["figure", "unit", "median", "min", "max", "repeats"],
@@ -538,12 +576,12 @@ HOW: tuple[tuple[str, str], ...] = (
 def render(results: Path, out: Path, img: Path) -> None:
     res = json.loads(results.read_text())
     history = history_path(results)
-    runs = ([json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-            if history.exists() else [])
+    runs = read_history(history)
+    where = os.path.relpath(history, REPO) if history.is_relative_to(REPO) else str(history)
     images = plots(res, img)
     rel = os.path.relpath(img, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(res, images, rel, runs))
+    out.write_text(markdown(res, images, rel, runs, where))
 
 
 def main() -> None:

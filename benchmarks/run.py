@@ -231,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "big_repeats": args.big_repeats, "backlog": args.backlog,
                             "visible_rate": args.visible_rate, "visible_seconds": args.visible_seconds,
                             "baseline_pushes": args.baseline_pushes, "pushes": args.pushes,
-                            "broker_port": args.broker_port}
+                            "broker_port": args.broker_port,
+                            "code": _code_version()}  # at the start: the code that gets measured
     try:
         if external:
             bootstrap = external
@@ -254,7 +255,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     meta.update(date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", load_after=_load(),
                 minutes=(time.perf_counter() - started) / 60)
-    meta["code"] = _code_version()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "values": res.values, "samples": res.samples}, indent=1))
     with report.history_path(args.json).open("a") as history:  # one line per run, kept

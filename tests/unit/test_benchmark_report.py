@@ -20,8 +20,8 @@ def results() -> dict[str, Any]:
     return json.loads((BENCHMARKS / "results" / "latest.json").read_text())
 
 
-def _run(code: str, push: float, drain: float) -> dict[str, Any]:
-    meta = {"date": f"2026-11-25 0{len(code)}:00 UTC", "code": code}
+def _run(code: str, push: float, drain: float, **sizes: Any) -> dict[str, Any]:
+    meta = {"date": f"2026-11-25 0{len(code)}:00 UTC", "code": code, **report.DEFAULT_SIZES, **sizes}
     values = {"machine_gauge": [90.0, 95.0, 100.0], "push_tput_1000": [push, push * 2, push / 2],
               "drain_rate": [drain]}
     return report.history_entry(meta, values)
@@ -30,6 +30,7 @@ def _run(code: str, push: float, drain: float) -> dict[str, Any]:
 def test_history_entry_keeps_the_median_of_each_target_and_the_gauge() -> None:
     entry = _run("abc1234", 90_000, 120_000)
     assert entry["code"] == "abc1234"
+    assert entry["sizes"] == report.DEFAULT_SIZES
     assert entry["gauge_ms"] == 95.0
     assert entry["medians"] == {"push_tput_1000": 90_000, "drain_rate": 120_000}
 
@@ -51,3 +52,23 @@ def test_a_single_run_has_no_history_section(results: dict[str, Any]) -> None:
 
 def test_the_history_lives_beside_the_results_file(tmp_path: Path) -> None:
     assert report.history_path(tmp_path / "latest.json") == tmp_path / "history.jsonl"
+
+
+def test_only_runs_of_the_same_sizes_are_set_side_by_side(results: dict[str, Any]) -> None:
+    history = [_run("aaaaaaa", 90_000, 120_000), _run("quickqq", 1.0, 1.0, backlog=100_000),
+               _run("bbbbbbb", 110_000, 95_000)]
+    legacy = _run("ccccccc", 100_000, 100_000)
+    del legacy["sizes"]  # recorded before the history kept sizes: a default run
+    assert [r["code"] for r in report.comparable([*history, legacy], results["meta"])] == [
+        "aaaaaaa", "bbbbbbb", "ccccccc"]
+    text = report.markdown(results, [], "img", history, "benchmarks/results/history.jsonl")
+    assert "`quickqq`" not in text and "`benchmarks/results/history.jsonl`" in text
+
+
+def test_a_damaged_history_line_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "history.jsonl"
+    good = json.dumps(_run("aaaaaaa", 90_000, 120_000))
+    path.write_text(f"{good}\n{good[:40]}\n[1, 2]\n\n{good}\n")
+    assert [r["code"] for r in report.read_history(path)] == ["aaaaaaa", "aaaaaaa"]
+    assert "skipping line 2" in capsys.readouterr().out
+    assert report.read_history(tmp_path / "missing.jsonl") == []
