@@ -16,9 +16,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .backends import BaseXCom, load_backend
-from .materialize import fold
+from .materialize import fold, purge_records, purges
+from .records import XComRecord
 from .settings import Settings
-from .view import ViewWriter
+from .view import _COLUMNS, ViewWriter, row_record
 
 __all__ = ["RetrySummary", "retry_dead_letters"]
 
@@ -34,6 +35,10 @@ WHERE xcom.kafka_partition = excluded.kafka_partition AND xcom.kafka_offset < ex
 """
 _GUARDED_CLEAR = ("DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=? "
                   "AND kafka_partition=? AND kafka_offset<?")
+_SELECT_ROW = (f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? "
+               "AND map_index=? AND key=?")
+_SELECT_CLEARED = (f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? "
+                   "AND map_index=? AND kafka_partition=? AND kafka_offset<?")
 _GUARDED_CLEAR_MARK = """
 INSERT INTO ti_clear VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
     kafka_partition=excluded.kafka_partition, kafka_offset=excluded.kafka_offset
@@ -72,6 +77,11 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
         positions = [(p, r.offset) for p, recs in by_partition.items() for r in recs]
         still = {(d.partition, d.offset): d.reason for d in batch.dead}
         applied = 0
+        # Payloads (object storage) no row refers to once this commits: rows a retried push
+        # replaces or a retried clear deletes, and retried pushes that something newer
+        # already decided (they are not dead letters any more, so nothing would free them).
+        track = purges(backend)
+        unreferenced: list[XComRecord] = [row_record(row) for row in batch.superseded]
         await db.execute("BEGIN IMMEDIATE")
         try:
             for row in batch.upserts:
@@ -79,12 +89,22 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
                 cleared = await db.execute_fetchall(
                     "SELECT kafka_partition, kafka_offset FROM ti_clear WHERE dag_id=? AND run_id=? "
                     "AND task_id=? AND map_index=?", ti)
+                before = await db.execute_fetchall(_SELECT_ROW, row[:5]) if track else []
+                done = 0
                 if not (cleared and cleared[0][0] == partition and cleared[0][1] > offset):
-                    applied += (await db.execute(_GUARDED_UPSERT, row)).rowcount
+                    done = (await db.execute(_GUARDED_UPSERT, row)).rowcount
+                applied += done
+                if track and done:
+                    unreferenced.extend(map(XComRecord._make, before))
+                elif track and not any(b[11:13] == (partition, offset) for b in before):
+                    unreferenced.append(row_record(row))  # never applied (unless it already is)
             # A run the view does not know yet; a known one keeps the date of its newer events.
             await db.executemany("INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date) "
                                  "VALUES (?,?,?)", batch.runs)
             for clear in batch.clears:
+                if track:
+                    unreferenced.extend(map(XComRecord._make, await db.execute_fetchall(
+                        _SELECT_CLEARED, clear)))
                 await db.execute(_GUARDED_CLEAR, clear)
                 await db.execute(_GUARDED_CLEAR_MARK, clear)
                 applied += 1
@@ -96,6 +116,8 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+    if track:
+        await purge_records(backend, unreferenced)
     # Valid now but not applied: a later push or clear (in the view, or among these dead
     # letters themselves) already decided the outcome.
     superseded = len(positions) - len(still) - applied

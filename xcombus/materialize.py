@@ -146,6 +146,27 @@ def purges(backend: type[BaseXCom]) -> bool:
     return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
 
 
+async def purge_records(backend: type[BaseXCom], records: Sequence[XComRecord]) -> None:
+    """Remove the external payloads of records no row refers to any more.
+
+    Call it only after the transaction that dropped them committed: a crash before the
+    commit must not delete payloads still referenced. A failure is logged, not raised:
+    the view is already right, and an orphaned payload is only wasted space.
+    """
+    def run() -> None:
+        for rec in records:
+            try:
+                backend.purge(rec)
+            except Exception:
+                log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
+                              rec.run_id, rec.task_id, rec.map_index, rec.key)
+
+    if records and backend.does_io:
+        await asyncio.to_thread(run)
+    elif records:
+        run()
+
+
 class _SeekToView(ConsumerRebalanceListener):
     """On assignment, continue from the offsets stored in the view (not Kafka's)."""
 
@@ -424,19 +445,7 @@ class Materializer:
         await self._commit_to_kafka(force=False)
 
     async def _purge(self, records: list[XComRecord]) -> None:
-        # Only after the commit: a crash before it must not delete payloads still referenced.
-        def run() -> None:
-            for rec in records:
-                try:
-                    self.backend.purge(rec)
-                except Exception:
-                    log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
-                                  rec.run_id, rec.task_id, rec.map_index, rec.key)
-
-        if records and self.backend.does_io:
-            await asyncio.to_thread(run)
-        elif records:
-            run()
+        await purge_records(self.backend, records)
 
     async def _commit_to_kafka(self, *, force: bool) -> None:
         """Commit the view's offsets to Kafka, for lag tooling only, at most once a second.

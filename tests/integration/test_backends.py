@@ -22,6 +22,7 @@ from xcombus import (
     XComSerializationError,
     load_backend,
 )
+from xcombus.deadletters import retry_dead_letters
 
 pytestmark = pytest.mark.integration
 RUN = "manual__2026-11-24T00:00:00+00:00"
@@ -218,3 +219,37 @@ def test_object_storage_configuration_errors(objstore: Settings) -> None:
         ref = b'{"__type__":"xcombus.objref","__value__":{"url":"file:///x","size":1,"sha256":"0"}}'
         MsgspecXCom.deserialize_value(XComRecord("d", "r", "t", -1, "k", ref, MsgspecXCom.codec, 0, None,
                                                  "p", 1, 0, 0))
+
+
+async def test_retried_dead_letters_free_the_payloads_nothing_refers_to(objstore: Settings) -> None:
+    """Object references refused by a misconfigured materializer are dead letters; retried
+    after the fix, the payloads no row refers to any more (a push replaced within the
+    retried batch, a push something newer already decided) are purged, the rest kept."""
+    big = "z" * 1000  # above the threshold of 100 bytes: stored as an object
+    async with XComBus(objstore) as bus:
+        ti = bus.task_instance("dag", RUN, "t")
+        await ti.xcom_push("a", big + "1")   # replaced by the next push, in the retried batch
+        await ti.xcom_push("a", big + "2")   # applied by the retry
+        await ti.xcom_push("b", big + "3")   # decided by the newer inline push below
+        await ti.xcom_push("b", "inline")    # applied at once
+    assert len(objects(objstore)) == 3
+    elsewhere = objstore.replace(object_storage_path=str(Path(objstore.object_storage_path).parent / "other"))
+    async with XComBus(elsewhere, materialize=True) as bus:  # references outside its store: refused
+        assert await bus.task_instance("dag", RUN, "x").xcom_pull(task_ids="t", key="b") == "inline"
+    reader = ViewReader(objstore.view_path)
+    assert len(reader.dead_letters()) == 3
+    reader.close()
+
+    summary = await retry_dead_letters(objstore)
+    assert (summary.applied, summary.superseded, summary.still_failing) == (1, 2, 0)
+    async with XComBus(objstore, materialize=True) as bus:
+        reader_ti = bus.task_instance("dag", RUN, "x")
+        assert await reader_ti.xcom_pull(task_ids="t", key="a") == big + "2"
+        assert await reader_ti.xcom_pull(task_ids="t", key="b") == "inline"
+    reader = ViewReader(objstore.view_path)
+    [row] = [r for r in reader.list() if r.key == "a"]
+    reader.close()
+    ref = load_backend(objstore).reference(row)
+    assert ref is not None
+    [kept] = objects(objstore)
+    assert kept.name in ref.url
