@@ -204,10 +204,7 @@ class Publisher:
                 deadline = lane.newest + self._settings.push_timeout
                 try:
                     await self._send(partition, keys, values, futures, deadline)
-                except Exception as exc:  # never let a lane die: fail its pushes instead
-                    log.exception("sending to partition %d failed", partition)
-                    _fail(futures, XComPublishError(f"push to partition {partition} failed: {exc}"))
-                except BaseException:
+                except BaseException:  # cancelled (closing): what was not answered, is now
                     _fail(futures, XComClosedError("the publisher was closed before this push was sent"))
                     raise
         finally:
@@ -224,22 +221,27 @@ class Publisher:
 
     async def _send(self, partition: int, keys: list[bytes], values: list[bytes],
                     futures: _Futures, deadline: float) -> None:
+        """Hand the records to aiokafka in as few batches as fit; answer every future.
+
+        Never raises: once a chunk is handed over, only its delivery may answer it (failing
+        it here could report a push as lost that the broker then writes), so a failure
+        answers the chunks not handed over yet, and returns.
+        """
         loop = asyncio.get_running_loop()
         i, n = 0, len(futures)
         while i < n:
-            producer = self._producer
-            if producer is None:
-                raise XComClosedError("the publisher is closed")
-            batch = producer.create_batch()
-            append = batch.append
-            start = i
-            # aiokafka accepts any first record; submit() already refused oversized ones.
-            while i < n:
-                if append(key=keys[i], value=values[i], timestamp=None) is None:
-                    break  # the batch is full: the rest go in the next one
-                i += 1
-            chunk = futures[start:i]
+            start = i  # futures[:start] are handed over: their deliveries answer them
             try:
+                producer = self._producer
+                if producer is None:
+                    raise XComClosedError("the publisher was closed before this push was sent")
+                batch = producer.create_batch()
+                append = batch.append
+                # aiokafka accepts any first record; submit() already refused oversized ones.
+                while i < n:
+                    if append(key=keys[i], value=values[i], timestamp=None) is None:
+                        break  # the batch is full: the rest go in the next one
+                    i += 1
                 async with asyncio.timeout_at(deadline):
                     delivery = await producer.send_batch(batch, self._topic, partition=partition)
             except TimeoutError:
@@ -250,6 +252,14 @@ class Publisher:
                     f"push to partition {partition} was not sent: {exc!r}"))
                 self._schedule_reset(producer, exc)
                 return
+            except XComClosedError as exc:
+                _fail(futures[start:], exc)
+                return
+            except Exception as exc:  # a bug of ours or aiokafka's: fail loudly, not silently
+                log.exception("sending to partition %d failed", partition)
+                _fail(futures[start:], XComPublishError(f"push to partition {partition} failed: {exc!r}"))
+                return
+            chunk = futures[start:i]
             # aiokafka's idempotent producer retries forever; our deadline bounds the wait.
             expiry = loop.call_at(deadline, _fail, chunk, self._timeout_error(partition))
             delivery.add_done_callback(partial(self._settle, partition, chunk, expiry, producer))
