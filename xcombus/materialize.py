@@ -394,16 +394,17 @@ class Materializer:
         if not batch.offsets:
             return
         track = purges(self.backend)
+        prepared = self.writer.prepare(batch, collect_replaced=track)  # while the last one commits
+        batch.upserts = []  # encoded: free the rows while the previous batch commits
         # The previous batch first: it is published before this one is sent, so visible
         # offsets and purges follow log order, and a failed write stops us here.
         try:
             await self.settle()
-            commit = await self.writer.submit(batch, collect_replaced=track)
+            commit = await self.writer.submit(prepared)
         except XComViewError as exc:
             self.fail(exc)
             raise
         self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
-        batch.upserts = []  # handed over: free the rows while the next batch folds
         self._committing = asyncio.ensure_future(self._publish(batch, commit, track, started))
 
     async def settle(self) -> None:
