@@ -204,9 +204,11 @@ class Publisher:
                 deadline = lane.newest + self._settings.push_timeout
                 try:
                     await self._send(partition, keys, values, futures, deadline)
-                except BaseException:  # cancelled (closing): what was not answered, is now
-                    _fail(futures, XComClosedError("the publisher was closed before this push was sent"))
-                    raise
+                except Exception as exc:  # _send answers its pushes itself; a lane must not die
+                    log.exception("the lane of partition %d failed", partition)
+                    _fail(futures, XComPublishError(
+                        f"push to partition {partition} failed: {exc!r}; the event may or may "
+                        "not have been written: push again if it matters"))
         finally:
             # Whatever is still queued when the lane ends (closed, cancelled) gets an answer.
             _fail(lane.futures, XComClosedError("the publisher was closed before this push was sent"))
@@ -223,9 +225,9 @@ class Publisher:
                     futures: _Futures, deadline: float) -> None:
         """Hand the records to aiokafka in as few batches as fit; answer every future.
 
-        Never raises: once a chunk is handed over, only its delivery may answer it (failing
-        it here could report a push as lost that the broker then writes), so a failure
-        answers the chunks not handed over yet, and returns.
+        Raises only CancelledError: once a chunk is handed over, only its delivery (or its
+        deadline) may answer it, since failing it here could report a push as lost that the
+        broker then writes; so a failure answers the chunks not handed over yet and returns.
         """
         loop = asyncio.get_running_loop()
         i, n = 0, len(futures)
@@ -244,6 +246,14 @@ class Publisher:
                     i += 1
                 async with asyncio.timeout_at(deadline):
                     delivery = await producer.send_batch(batch, self._topic, partition=partition)
+                # aiokafka's idempotent producer retries forever; our deadline bounds the wait.
+                chunk = futures[start:i]
+                expiry = loop.call_at(deadline, _fail, chunk, self._timeout_error(partition))
+                delivery.add_done_callback(partial(self._settle, partition, chunk, expiry, producer))
+            except asyncio.CancelledError:  # closing: handed chunks stay with their deliveries
+                _fail(futures[start:], XComClosedError(
+                    "the publisher was closed before this push was sent"))
+                raise
             except TimeoutError:
                 _fail(futures[start:], self._timeout_error(partition))
                 return
@@ -259,10 +269,6 @@ class Publisher:
                 log.exception("sending to partition %d failed", partition)
                 _fail(futures[start:], XComPublishError(f"push to partition {partition} failed: {exc!r}"))
                 return
-            chunk = futures[start:i]
-            # aiokafka's idempotent producer retries forever; our deadline bounds the wait.
-            expiry = loop.call_at(deadline, _fail, chunk, self._timeout_error(partition))
-            delivery.add_done_callback(partial(self._settle, partition, chunk, expiry, producer))
 
     def _settle(self, partition: int, chunk: _Futures, expiry: asyncio.TimerHandle,
                 producer: AIOKafkaProducer, delivery: asyncio.Future[Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
-from xcombus.errors import XComBusError, XComPublishError
+from xcombus.errors import XComBusError, XComClosedError, XComPublishError
 from xcombus.producer import Publisher
 from xcombus.records import Receipt
 from xcombus.settings import Settings
@@ -106,6 +106,8 @@ async def test_every_push_is_answered_once_by_its_own_records_fate(seed: int) ->
             await asyncio.sleep(0)  # let the lanes take what is pending, mid-stream
     _, pending = await asyncio.wait([f for *_, f in pushes], timeout=2)
     assert not pending
+    await asyncio.sleep(0.01)  # deliveries that were still to come (the fake's delay)
+    written = set(producer.written.values())
     for partition, record, fut in pushes:
         exc = fut.exception()
         if exc is None:
@@ -114,8 +116,36 @@ async def test_every_push_is_answered_once_by_its_own_records_fate(seed: int) ->
             assert producer.written[receipt.offset] == record  # its own record, durable
         else:
             assert isinstance(exc, XComBusError)  # ours, with a message that says what happened
+            assert record not in written  # never reported lost when the broker has it
     pub._closed = True
     for lane in pub._lanes.values():
         lane.wake.set()
     await asyncio.gather(*(lane.task for lane in pub._lanes.values()))  # type: ignore[misc]
     assert all(not lane.keys and not lane.values and not lane.futures for lane in pub._lanes.values())
+
+
+async def test_a_lane_cancelled_mid_send_leaves_handed_batches_to_their_deliveries() -> None:
+    blocked = asyncio.Event()
+
+    class _Blocking(_Producer):
+        sent = 0
+
+        async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[Any]:
+            self.sent += 1
+            if self.sent == 2:  # the second batch waits (a full accumulator) until cancelled
+                blocked.set()
+                await asyncio.Event().wait()
+            return await super().send_batch(batch, topic, partition)
+
+    producer = _Blocking(lambda: 2, lambda: "ok")
+    pub = _publisher(producer)
+    futures = [pub.submit(0, b"k", b"v%d" % i) for i in range(5)]
+    await blocked.wait()
+    lane_task = pub._lanes[0].task
+    assert lane_task is not None
+    lane_task.cancel()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    # The first batch was handed over and written: its pushes get their receipts.
+    assert results[:2] == [Receipt("xcombus.xcom", 0, 0), Receipt("xcombus.xcom", 0, 1)]
+    assert all(isinstance(r, XComClosedError) for r in results[2:])
+    assert lane_task.cancelled()
