@@ -39,6 +39,8 @@ _SELECT_ROW = (f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND tas
                "AND map_index=? AND key=?")
 _SELECT_CLEARED = (f"SELECT {_COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? "
                    "AND map_index=? AND kafka_partition=? AND kafka_offset<?")
+_STILL_REFERENCED = ("SELECT 1 FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=? "
+                     "AND key=? AND value=?")
 _GUARDED_CLEAR_MARK = """
 INSERT INTO ti_clear VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
     kafka_partition=excluded.kafka_partition, kafka_offset=excluded.kafka_offset
@@ -94,10 +96,8 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
                 if not (cleared and cleared[0][0] == partition and cleared[0][1] > offset):
                     done = (await db.execute(_GUARDED_UPSERT, row)).rowcount
                 applied += done
-                if track and done:
-                    unreferenced.extend(map(XComRecord._make, before))
-                elif track and not any(b[11:13] == (partition, offset) for b in before):
-                    unreferenced.append(row_record(row))  # never applied (unless it already is)
+                if track:  # the row it replaced, or the retried push itself when not applied
+                    unreferenced.extend(map(XComRecord._make, before) if done else [row_record(row)])
             # A run the view does not know yet; a known one keeps the date of its newer events.
             await db.executemany("INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date) "
                                  "VALUES (?,?,?)", batch.runs)
@@ -116,6 +116,10 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        # A payload is freed only when no row of the view refers to it any more: a duplicate
+        # of an event (same reference) may be the row that stays.
+        unreferenced = [rec for rec in unreferenced
+                        if not await db.execute_fetchall(_STILL_REFERENCED, (*rec[:5], rec.value))]
     if track:
         await purge_records(backend, unreferenced)
     # Valid now but not applied: a later push or clear (in the view, or among these dead

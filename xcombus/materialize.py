@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -146,15 +146,20 @@ def purges(backend: type[BaseXCom]) -> bool:
     return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
 
 
-async def purge_records(backend: type[BaseXCom], records: Sequence[XComRecord]) -> None:
+async def purge_records(backend: type[BaseXCom], records: Sequence[XComRecord], *,
+                        keep: Collection[bytes] = ()) -> None:
     """Remove the external payloads of records no row refers to any more.
 
     Call it only after the transaction that dropped them committed: a crash before the
-    commit must not delete payloads still referenced. A failure is logged, not raised:
-    the view is already right, and an orphaned payload is only wasted space.
+    commit must not delete payloads still referenced. ``keep``: stored values of rows that
+    stay (a duplicate of an event carries the same reference; its payload stays). A
+    failure is logged, not raised: the view is already right, and an orphaned payload is
+    only wasted space.
     """
     def run() -> None:
         for rec in records:
+            if rec.value in keep:
+                continue
             try:
                 backend.purge(rec)
             except Exception:
@@ -395,6 +400,9 @@ class Materializer:
             return
         track = purges(self.backend)
         prepared = self.writer.prepare(batch, collect_replaced=track)  # while the last one commits
+        # With a purging backend, the values this batch stores: never purged with a replaced
+        # row (a duplicate event carries the same reference).
+        keep = frozenset(row[5] for row in batch.upserts) if track else None
         batch.upserts = []  # encoded: free the rows while the previous batch commits
         # The previous batch first: it is published before this one is sent, so visible
         # offsets and purges follow log order, and a failed write stops us here.
@@ -405,7 +413,7 @@ class Materializer:
             self.fail(exc)
             raise
         self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
-        self._committing = asyncio.ensure_future(self._publish(batch, commit, track, started))
+        self._committing = asyncio.ensure_future(self._publish(batch, commit, keep, started))
 
     async def settle(self) -> None:
         """Wait until the batch in flight (if any) is committed and published; raise
@@ -422,7 +430,7 @@ class Materializer:
                 self._committing = None
 
     async def _publish(self, batch: ViewBatch, commit: asyncio.Future[list[XComRecord]],
-                       track: bool, started: float) -> None:
+                       keep: frozenset[bytes] | None, started: float) -> None:
         """After the writer's acknowledgement: purge, then tell waiters and (lazily) Kafka."""
         try:
             replaced = await commit
@@ -434,8 +442,8 @@ class Materializer:
         for dead in batch.dead:
             log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
                         dead.reason)
-        if track:
-            await self._purge([*replaced, *(row_record(row) for row in batch.superseded)])
+        if keep is not None:  # a backend that purges: free what nothing refers to any more
+            await purge_records(self.backend, [*replaced, *map(row_record, batch.superseded)], keep=keep)
         if self.metrics is not None:
             self.metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.
@@ -444,9 +452,6 @@ class Materializer:
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
         await self._commit_to_kafka(force=False)
-
-    async def _purge(self, records: list[XComRecord]) -> None:
-        await purge_records(self.backend, records)
 
     async def _commit_to_kafka(self, *, force: bool) -> None:
         """Commit the view's offsets to Kafka, for lag tooling only, at most once a second.

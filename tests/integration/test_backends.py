@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.helpers import EXAMPLES, cli, settings_env, start_materializer
 from xcombus import (
@@ -23,6 +24,7 @@ from xcombus import (
     load_backend,
 )
 from xcombus.deadletters import retry_dead_letters
+from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event, now_us
 
 pytestmark = pytest.mark.integration
 RUN = "manual__2026-11-24T00:00:00+00:00"
@@ -180,10 +182,6 @@ async def test_forged_references_are_refused_and_never_deleted(objstore: Setting
     victim.write_text("do not delete")
     forged = (b'{"__type__":"xcombus.objref","__value__":{"url":"file://' + str(victim).encode()
               + b'","size":13,"sha256":"0"}}')
-    from aiokafka import AIOKafkaProducer
-
-    from xcombus.events import Push, TaskInstanceKey, encode_event
-
     async with XComBus(objstore) as bus:
         ti = TaskInstanceKey("dag", RUN, "t")
         producer = AIOKafkaProducer(bootstrap_servers=objstore.bootstrap_servers)
@@ -253,3 +251,41 @@ async def test_retried_dead_letters_free_the_payloads_nothing_refers_to(objstore
     assert ref is not None
     [kept] = objects(objstore)
     assert kept.name in ref.url
+
+
+async def test_a_duplicated_event_keeps_its_payload(objstore: Settings) -> None:
+    """A producer that sends an event twice (the same reference) must not lose the payload:
+    neither the materializer nor a dead-letter retry purges an object a row still uses."""
+    big = "d" * 1000
+    async with XComBus(objstore, materialize=True) as bus:
+        ti = bus.task_instance("dag", RUN, "t")
+        await ti.xcom_push("k", big)
+        assert await ti.xcom_pull(task_ids="t", key="k") == big
+    reader = ViewReader(objstore.view_path)
+    [row] = reader.list()
+    reader.close()
+    assert len(objects(objstore)) == 1
+    duplicate = encode_event(Push(schema=SCHEMA_VERSION, key="k", value=row.value, codec=row.codec,
+                                  ts=now_us(), producer="at-least-once"))
+    raw_key = TaskInstanceKey("dag", RUN, "t").encode()
+    producer = AIOKafkaProducer(bootstrap_servers=objstore.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(objstore.topic, key=raw_key, value=duplicate,
+                                     partition=row.partition)
+        async with XComBus(objstore, materialize=True) as bus:  # the materializer replaces the row
+            assert await bus.task_instance("dag", RUN, "x").xcom_pull(task_ids="t", key="k") == big
+        assert len(objects(objstore)) == 1
+        # Once more, dead-lettered by a materializer looking elsewhere, then retried.
+        await producer.send_and_wait(objstore.topic, key=raw_key, value=duplicate,
+                                     partition=row.partition)
+    finally:
+        await producer.stop()
+    elsewhere = objstore.replace(object_storage_path=str(Path(objstore.object_storage_path).parent / "other"))
+    async with XComBus(elsewhere, materialize=True) as bus:
+        await bus.wait_visible(range(objstore.partitions))
+    summary = await retry_dead_letters(objstore)
+    assert (summary.applied, summary.still_failing) == (1, 0)
+    assert len(objects(objstore)) == 1
+    async with XComBus(objstore, materialize=True) as bus:
+        assert await bus.task_instance("dag", RUN, "x").xcom_pull(task_ids="t", key="k") == big
