@@ -256,7 +256,9 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
             for rec in batch:
                 by_partition.setdefault(rec.partition, []).append(rec)
             folded = fold(by_partition, applied, backend)
-            await writer.submit(folded)  # waits for the previous batch's commit first
+            prepared = writer.prepare(folded)  # encoded while the previous batch commits
+            folded.upserts = []  # free the rows before waiting
+            await writer.submit(prepared)  # waits for the previous batch's commit first
             applied.update(folded.offsets)
             events += sum(folded.events.values())
             dead += len(folded.dead)

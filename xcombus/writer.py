@@ -234,6 +234,8 @@ class ViewWriterProcess:
         """
         if isinstance(batch, ViewBatch):
             batch = self.prepare(batch, collect_replaced=collect_replaced)  # before the wait
+        elif collect_replaced:
+            raise TypeError("a prepared batch took collect_replaced from prepare(), not submit()")
         await self.drain()
         answer = self._send(batch.message)
         done = asyncio.ensure_future(self._replaced(answer))
