@@ -26,7 +26,6 @@ from .errors import (
     XComSerializationError,
     XComTimeoutError,
     XComValueTooLargeError,
-    XComViewError,
 )
 from .events import (
     RETURN_VALUE_KEY,
@@ -44,7 +43,7 @@ from .producer import Publisher
 from .records import Receipt, XComRecord
 from .settings import Consistency, Settings
 from .topic import ensure_topic
-from .view import ViewReader
+from .view import ViewNotReadyError, ViewReader
 from .watermarks import EndOffsets
 
 __all__ = ["NOTSET", "TaskInstance", "XComBus"]
@@ -277,10 +276,10 @@ class XComBus:
             return self._materializer.visible
         try:
             return self._view().offsets()
-        except XComViewError:
-            if not os.path.exists(self.settings.view_path):
-                return {}  # the materializer has not created the view yet: keep waiting
-            raise
+        except ViewNotReadyError:
+            # The materializer has not created the view (or its tables) yet: keep waiting.
+            # Not a check of the path beforehand: the file may appear between the two.
+            return {}
 
     async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
                    map_indexes: Sequence[int] | None, consistency: Consistency | None, *,

@@ -36,7 +36,8 @@ from ._writer_child import Refused, prepare
 from .errors import XComQueryError, XComViewError, XComViewLockedError
 from .records import XComRecord
 
-__all__ = ["DeadLetter", "ViewBatch", "ViewReader", "ViewWriter", "acquire_write_lock", "row_record"]
+__all__ = ["DeadLetter", "ViewBatch", "ViewNotReadyError", "ViewReader", "ViewWriter", "acquire_write_lock",
+           "row_record"]
 
 VIEW_SCHEMA_VERSION = 2
 
@@ -362,6 +363,11 @@ def _record(row: Sequence[Any]) -> XComRecord:
     return XComRecord(*row)
 
 
+class ViewNotReadyError(XComViewError):
+    """The view file (or its tables) does not exist yet: a materializer starting up creates
+    them, so a bounded wait (read-your-writes) keeps polling instead of failing."""
+
+
 class ViewReader:
     """Read-only access to a view file, safe from any process while the writer runs.
 
@@ -375,7 +381,7 @@ class ViewReader:
         #: When given, every offsets() read first checks the view folds this topic.
         self._expect_topic = topic
         if not self.path.exists():
-            raise XComViewError(
+            raise ViewNotReadyError(
                 f"no view at {self.path}: start the materializer (xcombus materialize) or use "
                 "XComBus(materialize=True); check XCOMBUS_VIEW_PATH")
         try:
@@ -390,7 +396,7 @@ class ViewReader:
             return self._db.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                raise XComViewError(
+                raise ViewNotReadyError(
                     f"{self.path} has no view schema yet: is the materializer running?") from exc
             raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
         except sqlite3.Error as exc:

@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from xcombus import MsgspecXCom, ViewReader, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, Settings, ViewReader, XComBus, XComViewError, XComViewLockedError
 from xcombus.events import SCHEMA_VERSION, Clear, Push, TaskInstanceKey, encode_event
 from xcombus.materialize import fold
-from xcombus.view import ViewBatch, ViewWriter
+from xcombus.view import ViewBatch, ViewNotReadyError, ViewWriter
 
 
 class Rec(NamedTuple):
@@ -189,3 +189,22 @@ def test_integers_beyond_64_bits_are_dead_letters_not_failed_writes() -> None:
     assert [d.offset for d in batch.dead] == [0, 1]
     assert "<= 9223372036854775807" in batch.dead[0].reason
     assert [row[4] for row in batch.upserts] == ["b"]
+
+
+async def test_a_view_being_created_reads_as_nothing_applied_yet(tmp_path: Path) -> None:
+    """Read-your-writes polls the view while a materializer starts: a missing file, then a
+    file without its tables (SQLite creates the file first), mean "not yet", not an error;
+    a view of another topic is still an error."""
+    path = tmp_path / "v.db"
+    with pytest.raises(ViewNotReadyError, match="no view at"):  # an XComViewError for callers
+        ViewReader(path)
+    bus = XComBus(Settings(view_path=str(path), topic="t"))
+    assert bus._applied_offsets() == {}  # no file (decided by the reader itself, not a check
+    # of the path before it: the file may appear between the two)
+    sqlite3.connect(path).close()  # the file exists, its tables not yet
+    assert bus._applied_offsets() == {}
+    async with ViewWriter(path, topic="other"):
+        pass
+    bus._reader = None
+    with pytest.raises(XComViewError, match="other"):
+        bus._applied_offsets()
