@@ -30,7 +30,6 @@ from functools import lru_cache
 from typing import Annotated, Final, NamedTuple, TypeAlias
 
 import msgspec
-from aiokafka.partitioner import murmur2
 
 from .errors import XComIdentifierError
 
@@ -133,6 +132,10 @@ def partition_for(ti_key: bytes, partitions: int) -> int:
     Cached: aiokafka's murmur2 is pure Python (~10 µs for a typical key, the largest single
     cost of a push in a profile) and a task instance pushes many times.
     """
+    # aiokafka is imported here, not at the top: importing the event schema (every Airflow
+    # process imports xcombus.airflow) must not load the Kafka client (≈ 50 ms).
+    from aiokafka.partitioner import murmur2
+
     return (murmur2(ti_key) & 0x7FFFFFFF) % partitions
 
 
