@@ -11,8 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from xcombus import Settings
+
+# Property tests check what they generate, not how fast: on a loaded 2-core machine (the
+# broker, a materializer and Airflow share it) a per-example deadline only makes them flaky.
+hypothesis_settings.register_profile(
+    "xcombus", deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")))
+hypothesis_settings.load_profile("xcombus")
 
 TEST_BROKER_PORT = int(os.environ.get("XCOMBUS_TEST_BROKER_PORT", "19092"))
 
