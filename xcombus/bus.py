@@ -42,7 +42,7 @@ from .materialize import Materializer
 from .producer import Publisher
 from .records import Receipt, XComRecord
 from .settings import Consistency, Settings
-from .topic import ensure_topic
+from .topic import ensure_topic, require_topic
 from .view import ViewNotReadyError, ViewReader
 from .watermarks import EndOffsets
 
@@ -73,11 +73,12 @@ class XComBus:
 
     Settings come from ``XCOMBUS_*`` variables, overridden by ``settings`` or keyword
     arguments. ``materialize=True`` runs the materializer inside this process, so a
-    single script needs no separate consumer.
+    single script needs no separate consumer. ``create_topic=False`` refuses to start when
+    the topic is missing instead of creating it.
     """
 
     def __init__(self, settings: Settings | None = None, *, materialize: bool = False,
-                 **overrides: Any) -> None:
+                 create_topic: bool = True, **overrides: Any) -> None:
         base = settings or Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
         self.backend: type[BaseXCom] = load_backend(self.settings)
@@ -89,6 +90,7 @@ class XComBus:
         self._does_io = self.backend.does_io
         self._max_value_bytes = self.settings.max_value_bytes
         self._materialize = materialize
+        self._create_topic = create_topic
         self._materializer: Materializer | None = None
         self._publisher = Publisher(self.settings)
         self._end_offsets = EndOffsets(self.settings)
@@ -103,7 +105,8 @@ class XComBus:
             raise XComClosedError(f"this XComBus is {self._state}; create a new one")
         self._state = "starting"
         try:
-            self._partitions = await ensure_topic(self.settings)
+            self._partitions = await (ensure_topic(self.settings) if self._create_topic
+                                      else require_topic(self.settings))
             await self._publisher.start()
             if self._materialize:
                 self._materializer = Materializer(self.settings, backend=self.backend)
@@ -198,12 +201,23 @@ class XComBus:
         return await self._publisher.submit(partition, raw_key,
                                             self._encode_push(key, data, try_number, logical_date))
 
+    async def push_serialized(self, ti: TaskInstanceKey, key: str, data: bytes, *, codec: str | None = None,
+                              try_number: int = 1, logical_date: int | None = None) -> Receipt:
+        """Publish bytes already serialized by a backend (``codec``: the one that wrote them,
+        the bus backend's by default); return once the broker holds the event durably."""
+        self._check_open()
+        validate_key(key)
+        raw_key = ti.validated().encode()
+        event = self._encode_push(key, data, try_number, logical_date, codec or self._codec)
+        return await self._publisher.submit(partition_for(raw_key, self._partitions), raw_key, event)
+
     def _serialize_error(self, key: str, value: Any, exc: Exception) -> XComSerializationError:
         return XComSerializationError(
             f"cannot serialize XCom {key!r} (type {type(value).__qualname__}) with "
             f"{self.backend.__qualname__}: {exc}")
 
-    def _encode_push(self, key: str, data: Any, try_number: int, logical_date: int | None) -> bytes:
+    def _encode_push(self, key: str, data: Any, try_number: int, logical_date: int | None,
+                     codec: str | None = None) -> bytes:
         """The push event for serialized ``data``, after checking its type and size."""
         if not isinstance(data, bytes):
             raise XComSerializationError(
@@ -214,7 +228,7 @@ class XComBus:
                 f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
                 f"{self._max_value_bytes} bytes (max_value_bytes); nothing was sent. Large values "
                 "belong in object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
-        return encode_event(Push(schema=SCHEMA_VERSION, key=key, value=data, codec=self._codec,
+        return encode_event(Push(schema=SCHEMA_VERSION, key=key, value=data, codec=codec or self._codec,
                                  ts=time_ns() // 1000,  # now_us(), without its call
                                  producer=self.producer_id,
                                  logical_date=logical_date, try_number=try_number))

@@ -21,7 +21,7 @@ from .connection import kafka_options
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 from .settings import Settings
 
-__all__ = ["TopicInfo", "describe_topic", "ensure_topic", "topic_configs"]
+__all__ = ["TopicInfo", "describe_topic", "ensure_topic", "require_topic", "topic_configs"]
 
 
 def topic_configs(settings: Settings) -> dict[str, str]:
@@ -116,4 +116,24 @@ async def ensure_topic(settings: Settings) -> int:
                 # by _admin) until all have one, so the first pushes need no retries.
                 if info.leaders_ready:
                     return info.partitions
+            await asyncio.sleep(0.05)
+
+
+async def require_topic(settings: Settings) -> int:
+    """The partition count of an existing topic; XComConfigError when it is missing.
+
+    For processes that must not create the audit log themselves (an Airflow task with a
+    mistyped XCOMBUS_TOPIC would otherwise write to a topic no materializer reads).
+    """
+    async with _admin(settings) as admin:
+        while True:
+            info = await _describe(admin, settings.topic)
+            if info is None:
+                raise XComConfigError(
+                    f"topic {settings.topic!r} does not exist on {settings.bootstrap_servers}: "
+                    "create it once with 'xcombus topic create' (or start 'xcombus materialize', "
+                    "which creates it), or set XCOMBUS_TOPIC to the topic your materializers read")
+            _check_not_compacted(info)
+            if info.leaders_ready:
+                return info.partitions
             await asyncio.sleep(0.05)
