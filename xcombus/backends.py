@@ -14,6 +14,11 @@ Built in:
 - :class:`ObjectStorageXCom`: the same, but values above a size threshold are written to
   object storage (any fsspec URL; a local directory by default), optionally compressed, and
   the event carries only a reference.
+
+Both also read :data:`AIRFLOW_SERDE_CODEC`: values that xcombus's typed JSON refuses
+(a pendulum datetime, a pandas frame...) but Apache Airflow's own serializer accepts, which
+:mod:`xcombus.airflow` pushes that way so that unchanged DAGs keep working. Reading such a
+value needs Airflow installed; listings show its JSON without it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import gzip
 import hashlib
 import importlib
+import json
 import posixpath
 import re
 import uuid
@@ -38,7 +44,7 @@ from .serde import TAG, VALUE, Serde, SerdeError
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["BaseXCom", "MsgspecXCom", "ObjectRef", "ObjectStorageXCom", "load_backend",
+__all__ = ["AIRFLOW_SERDE_CODEC", "BaseXCom", "MsgspecXCom", "ObjectRef", "ObjectStorageXCom", "load_backend",
            "resolve_backend"]
 
 
@@ -100,6 +106,35 @@ class BaseXCom:
         """Remove externally stored data of a record that was cleared or replaced."""
 
 
+#: The codec of values serialized by Apache Airflow's own serde (its JSON envelope of
+#: ``__classname__`` / ``__data__`` objects), written by :mod:`xcombus.airflow`.
+AIRFLOW_SERDE_CODEC = "airflow-serde/1"
+
+
+def airflow_serde_loads(result: XComRecord) -> Any:
+    """Rebuild a value written with :data:`AIRFLOW_SERDE_CODEC`, with Airflow's own serde
+    (and its ``allowed_deserialization_classes``)."""
+    try:
+        from airflow.sdk.serde import deserialize  # Airflow 3
+    except ImportError:
+        try:
+            from airflow.utils.json import XComDecoder  # Airflow 2
+        except ImportError:
+            raise XComSerializationError(
+                f"{_where(result)} was written by Apache Airflow's serializer (codec "
+                f"{AIRFLOW_SERDE_CODEC}): read it where apache-airflow is installed") from None
+        try:
+            return json.loads(result.value, cls=XComDecoder)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's "
+                                         f"serde: {exc}") from exc
+    try:
+        return deserialize(json.loads(result.value))
+    except (ValueError, TypeError, ImportError, KeyError, AttributeError) as exc:
+        raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's serde: "
+                                     f"{exc}") from exc
+
+
 def _where(result: XComRecord) -> str:
     return (f"XCom {result.key!r} of {result.dag_id}/{result.run_id}/{result.task_id}"
             f"[{result.map_index}]")
@@ -113,6 +148,7 @@ class MsgspecXCom(BaseXCom):
     """
 
     codec: ClassVar[str] = "msgspec-json/1"
+    readable_codecs: ClassVar[frozenset[str]] = frozenset({AIRFLOW_SERDE_CODEC})
     _serde: ClassVar[Serde] = Serde()
 
     @classmethod
@@ -158,7 +194,15 @@ class MsgspecXCom(BaseXCom):
             raise XComSerializationError(f"cannot deserialize {_where(result)}: {exc}") from None
 
     @classmethod
+    def orm_deserialize_value(cls, result: XComRecord) -> Any:
+        if result.codec == AIRFLOW_SERDE_CODEC:  # Airflow's JSON as it is: no Airflow needed
+            return cls._tree(result)
+        return cls.deserialize_value(result)
+
+    @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
+        if result.codec == AIRFLOW_SERDE_CODEC:
+            return airflow_serde_loads(result)
         tree = cls._tree(result)
         if ObjectRef.is_ref(tree):
             raise XComSerializationError(
@@ -317,6 +361,8 @@ class ObjectStorageXCom(MsgspecXCom):
 
     @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
+        if result.codec == AIRFLOW_SERDE_CODEC:
+            return airflow_serde_loads(result)
         tree = cls._tree(result)
         if not ObjectRef.is_ref(tree):
             return cls._rebuild(result, tree)

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Classes (dataclasses, msgspec Structs, enums) the default backend may rebuild:
     #: glob patterns over "module.Qualname", separated by commas or spaces.
     allowed_deserialization_classes: str = ""
+    #: xcombus.airflow: the largest preview (UTF-8 bytes) a reference carries for Airflow's
+    #: UI and REST API; 0 for none.
+    preview_bytes: int = 1024
     #: ObjectStorageXCom: where large values go (an fsspec URL or a local directory),
     #: above which serialized size (bytes; -1 never, 0 always), and how compressed.
     object_storage_path: str = "xcombus-objects"
@@ -128,6 +131,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             path = getattr(self, name)
             if path and not os.path.isfile(path):
                 raise XComConfigError(f"{name} {path!r} is not a readable file")
+        if not 0 <= self.preview_bytes <= 65_536:
+            raise XComConfigError("preview_bytes must be 0..65536 (XCOMBUS_PREVIEW_BYTES)")
         if self.object_storage_threshold < -1:
             raise XComConfigError("object_storage_threshold must be -1 (never), 0 (always) or a size")
 

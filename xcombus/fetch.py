@@ -1,0 +1,171 @@
+"""Read single events from the topic by position: the pull path of hosts without a view.
+
+A reference (:mod:`xcombus.reference`) says exactly where an XCom version lives, so a
+host that keeps no view (an ephemeral worker, a Kubernetes pod) reads that one record
+instead of folding the topic. One consumer (no group, nothing committed) is reused for
+every fetch of the process; records that come back in the same fetch response are kept in
+a small cache, because a fan-in reads many neighbouring offsets one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from typing import NamedTuple
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+
+from .connection import kafka_options
+from .errors import XComBrokerError, XComNotFoundError, XComTimeoutError
+from .settings import Settings
+
+__all__ = ["EventFetcher", "RawRecord"]
+
+#: Records kept from earlier fetch responses (count, and bytes of values).
+_CACHE_RECORDS = 4096
+_CACHE_BYTES = 16 * 1024 * 1024
+
+
+class RawRecord(NamedTuple):
+    """One record as read from the topic: its message key and value, undecoded."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class EventFetcher:
+    """Fetches records by ``(partition, offset)``; an async context manager.
+
+    Every fetch is bounded by ``pull_timeout``; a record that retention removed raises
+    XComNotFoundError naming the position.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._cache: OrderedDict[tuple[int, int], RawRecord] = OrderedDict()
+        self._cache_bytes = 0
+
+    async def __aenter__(self) -> EventFetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _client(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            s = self._settings
+            consumer = AIOKafkaConsumer(
+                **kafka_options(s), client_id=f"{s.client_id}-fetch", group_id=None,
+                enable_auto_commit=False, auto_offset_reset="none",
+                request_timeout_ms=int(max(s.connect_timeout, s.pull_timeout) * 1000),
+                # The record asked for comes first; a little more serves the neighbours.
+                max_partition_fetch_bytes=1024 * 1024, fetch_max_wait_ms=100)
+            try:
+                async with asyncio.timeout(s.connect_timeout):
+                    await consumer.start()
+            except (TimeoutError, KafkaError, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise XComBrokerError(
+                    f"cannot reach Kafka at {s.bootstrap_servers} to read an XCom from topic "
+                    f"{s.topic!r} ({exc!r}): check XCOMBUS_BOOTSTRAP_SERVERS, or keep a view on "
+                    "this host (XCOMBUS_VIEW_PATH, kept by xcombus materialize)") from exc
+            self._consumer = consumer
+        return self._consumer
+
+    async def fetch(self, partition: int, offset: int) -> RawRecord:
+        """The record at ``offset`` of ``partition``."""
+        cached = self._cache.get((partition, offset))
+        if cached is not None:
+            self._cache.move_to_end((partition, offset))
+            return cached
+        async with self._lock:  # one consumer: fetches of one process take turns
+            return await self._fetch(partition, offset)
+
+    async def _fetch(self, partition: int, offset: int) -> RawRecord:
+        s = self._settings
+        consumer = await self._client()
+        tp = TopicPartition(s.topic, partition)
+        if tp not in consumer.assignment():
+            consumer.assign([*consumer.assignment(), tp])
+        for other in consumer.assignment():
+            if other != tp:
+                consumer.pause(other)
+        consumer.resume(tp)
+        consumer.seek(tp, offset)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.pull_timeout
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise await self._missing(consumer, tp, offset, timed_out=True)
+                try:
+                    data = await consumer.getmany(tp, timeout_ms=int(min(remaining, 1.0) * 1000))
+                except OffsetOutOfRangeError:
+                    raise await self._missing(consumer, tp, offset, timed_out=False) from None
+                found = None
+                for rec in data.get(tp, ()):
+                    raw = RawRecord(partition, rec.offset, rec.key, rec.value)
+                    if rec.offset >= offset:
+                        self._remember(raw)  # a mapped fan-out reads the same record many times
+                        if rec.offset == offset:
+                            found = raw
+                if found is not None:
+                    return found
+                if data.get(tp):  # only later offsets: the asked one is a gap (a control record)
+                    raise await self._missing(consumer, tp, offset, timed_out=False)
+        except KafkaError as exc:
+            raise XComBrokerError(
+                f"reading {s.topic!r} partition {partition} offset {offset} failed: {exc!r}") from exc
+        finally:
+            consumer.pause(tp)
+
+    async def _missing(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, *,
+                       timed_out: bool) -> Exception:
+        """The error that explains why ``offset`` could not be read."""
+        where = f"{tp.topic} partition {tp.partition} offset {offset}"
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout):
+                first = (await consumer.beginning_offsets([tp]))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+        except (TimeoutError, KafkaError) as exc:
+            return XComBrokerError(f"cannot read {where}: Kafka did not say which offsets it "
+                                   f"holds ({exc!r})")
+        if offset < first:
+            return XComNotFoundError(
+                f"the event at {where} is gone: the topic now starts at offset {first} "
+                "(retention removed older events; XCOMBUS_RETENTION_MS / the topic's retention.ms)")
+        if offset >= end:
+            return XComNotFoundError(
+                f"the event at {where} does not exist: the partition ends at offset {end}. Was "
+                "the topic deleted and re-created, or is XCOMBUS_TOPIC / BOOTSTRAP_SERVERS wrong?")
+        if timed_out:
+            return XComTimeoutError(f"Kafka did not return {where} within "
+                                    f"{self._settings.pull_timeout:g}s (pull_timeout)")
+        return XComNotFoundError(f"there is no event at {where} (a transaction marker?)")
+
+    def _remember(self, raw: RawRecord) -> None:
+        key = (raw.partition, raw.offset)
+        if key in self._cache:
+            return
+        self._cache[key] = raw
+        self._cache_bytes += len(raw.value or b"")
+        while len(self._cache) > _CACHE_RECORDS or self._cache_bytes > _CACHE_BYTES:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old.value or b"")
+
+    async def aclose(self) -> None:
+        """Disconnect. Safe to call twice."""
+        consumer, self._consumer = self._consumer, None
+        self._cache.clear()
+        self._cache_bytes = 0
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), self._settings.connect_timeout)
