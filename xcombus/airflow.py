@@ -1,0 +1,468 @@
+"""Apache Airflow's own XCom backend on xcombus: every XCom of unchanged DAGs goes to Kafka.
+
+    pip install 'xcombus[airflow]'
+    AIRFLOW__CORE__XCOM_BACKEND=xcombus.airflow.XComBusBackend   # plus the XCOMBUS_* settings
+
+One class serves Airflow 3.3 (``airflow.sdk``) and 2.10 (``airflow.models.xcom``):
+
+- **push** (``serialize_value``, in the task process): the value is serialized with
+  xcombus's configured backend (``XCOMBUS_XCOM_BACKEND``: exact round trips; values it
+  refuses but Airflow's own serde accepts are written with Airflow's serde), published as a
+  push event (acks=all: durable before it returns) carrying the task's try number and the
+  run's logical date, and Airflow stores only an :class:`~xcombus.reference.XComReference`
+  (identity, topic/partition/offset, size, SHA-256, a bounded preview): a JSON value on
+  Airflow 3, JSON bytes on Airflow 2;
+- **pull** (``deserialize_value``): a reference is resolved from the local view when this
+  host keeps one (the file at ``XCOMBUS_VIEW_PATH`` exists): wait until the view has applied
+  the reference's offset, then read it, with no broker round trip; otherwise the one record
+  is fetched from the topic. Identity and SHA-256 are checked. Values that are not
+  references (written by Airflow's REST API, or before the switch) pass through Airflow's
+  own deserialization unchanged;
+- **purge** (start of a new try): one ``clear`` event for the task instance, so the log
+  shows where each try begins; the purges of the other keys of that try are covered by it;
+- ``orm_deserialize_value`` (Airflow 2's UI and REST listings): the reference's label with
+  its preview, never a fetch.
+
+Importing this module opens nothing (every Airflow process imports it): the producer, the
+view reader and the topic reader start on first use in the task process, are reused for
+every XCom of that process, and are closed when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:  # Airflow 3: the task SDK's base class (what [core] xcom_backend must subclass)
+    from airflow.sdk.bases.xcom import BaseXCom as _AirflowBaseXCom
+
+    AIRFLOW_3 = True
+except ImportError:
+    try:  # Airflow 2.10
+        from airflow.models.xcom import BaseXCom as _AirflowBaseXCom
+    except ImportError as exc:
+        raise ImportError(
+            "xcombus.airflow is Apache Airflow's XCom backend and needs Airflow 2.10+ or 3.x: "
+            "pip install 'xcombus[airflow]' in the Airflow environment") from exc
+    AIRFLOW_3 = False
+
+from .errors import (
+    XComBusError,
+    XComNotFoundError,
+    XComPublishError,
+    XComSerializationError,
+    XComTimeoutError,
+)
+from .events import TaskInstanceKey
+from .reference import XComReference, make_preview, parse_reference
+
+if TYPE_CHECKING:
+    from .backends import BaseXCom as XComCodec
+    from .bus import XComBus
+    from .fetch import EventFetcher
+    from .records import XComRecord
+    from .settings import Settings
+    from .view import ViewReader
+
+__all__ = ["AIRFLOW_3", "XComBusBackend"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_POLL_MIN, _POLL_MAX = 0.0005, 0.02
+#: Class names of the objects Airflow calls a task instance (3.x runtime, 2.x ORM).
+_TI_TYPES = frozenset({"RuntimeTaskInstance", "TaskInstance", "TaskInstancePydantic"})
+
+
+class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
+    """Airflow's ``[core] xcom_backend`` that publishes every XCom to the xcombus topic."""
+
+    @classmethod
+    def serialize_value(cls, value: Any, *, key: str | None = None, task_id: str | None = None,
+                        dag_id: str | None = None, run_id: str | None = None,
+                        map_index: int | None = None, **_: Any) -> Any:
+        """Publish ``value`` and return the reference Airflow stores (JSON value or bytes)."""
+        if not (key and task_id and dag_id and run_id):
+            raise XComBusError(
+                "xcombus.airflow.XComBusBackend.serialize_value needs the XCom's key, dag_id, "
+                f"run_id and task_id (got key={key!r}, dag_id={dag_id!r}, run_id={run_id!r}, "
+                f"task_id={task_id!r}): it is called by Airflow's XCom.set")
+        ti = TaskInstanceKey(dag_id, run_id, task_id, -1 if map_index is None else map_index)
+        ref = _runtime().push(ti, key, value)
+        return ref.to_builtins() if AIRFLOW_3 else ref.to_json()
+
+    @classmethod
+    def deserialize_value(cls, result: Any) -> Any:
+        """The value behind a stored reference; anything else as Airflow would read it."""
+        ref = parse_reference(result.value)
+        if ref is None:
+            return _AirflowBaseXCom.deserialize_value(result)
+        return _runtime().resolve(ref)
+
+    def orm_deserialize_value(self) -> Any:
+        """Airflow 2's light form for the UI and REST listings: the label, never a fetch."""
+        ref = parse_reference(self.value)
+        if ref is not None:
+            return ref.label()
+        if AIRFLOW_3:
+            return self.value
+        return _AirflowBaseXCom.orm_deserialize_value(self)
+
+    @classmethod
+    def purge(cls, xcom: Any, *args: Any, **kwargs: Any) -> None:
+        """A new try deletes this XCom: publish one clear of its task instance."""
+        ref = parse_reference(getattr(xcom, "value", None))
+        if ref is not None:
+            _runtime().clear(ref)
+
+
+# -- the task process's connection to xcombus -------------------------------------------
+
+class _Runtime:
+    """Everything one process needs to push and pull, started lazily and reused.
+
+    Airflow calls the backend synchronously, so the async bus runs on an event loop in a
+    daemon thread of its own; callers block on it with a bound.
+    """
+
+    def __init__(self) -> None:
+        from .backends import load_backend
+        from .settings import Settings
+
+        self.pid = os.getpid()
+        self.settings: Settings = Settings.from_env()
+        self.codec: type[XComCodec] = load_backend(self.settings)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._bus: XComBus | None = None
+        self._fetchers: dict[str, EventFetcher] = {}
+        self._reader: ViewReader | None = None
+        self._reader_lock = threading.Lock()
+        #: task instance -> offset of the last clear this process published for it.
+        self._cleared: dict[TaskInstanceKey, int] = {}
+        #: What this process did, logged at exit: pushes, clears, reads from the view,
+        #: records fetched from the topic.
+        self.counts = {"pushes": 0, "clears": 0, "view_reads": 0, "topic_reads": 0}
+        s = self.settings
+        self._bound = s.connect_timeout * 3 + max(s.push_timeout, s.pull_timeout) + 5
+
+    # -- the loop thread
+    def _call(self, make: Any, bound: float | None = None) -> Any:
+        """Run ``make()`` (a coroutine) on the runtime's loop and wait for it, bounded."""
+        loop = self._ensure_loop()
+        coro: Coroutine[Any, Any, Any] = make()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        bound = self._bound if bound is None else bound
+        try:
+            return future.result(bound)
+        except TimeoutError:
+            future.cancel()
+            raise XComTimeoutError(f"xcombus did not answer within {bound:g}s") from None
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="xcombus-airflow",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+                atexit.register(self.close)
+            return self._loop
+
+    def bus(self) -> XComBus:
+        """The producer side, connected on first use (the topic must exist)."""
+        if self._bus is None:
+            from .bus import XComBus
+
+            with self._lock:
+                fresh = self._bus is None
+                if fresh:
+                    self._bus = XComBus(self.settings, create_topic=False)
+            if fresh:
+                assert self._bus is not None
+                try:
+                    self._call(self._bus.start)
+                except BaseException:
+                    self._bus = None
+                    raise
+                log.info("xcombus: publishing XComs to topic %r on %s", self.settings.topic,
+                         self.settings.bootstrap_servers)
+        return self._bus
+
+    # -- push
+    def push(self, ti: TaskInstanceKey, key: str, value: Any) -> XComReference:
+        ti = ti.validated()
+        data, codec = self._serialize(ti, key, value)
+        try_number, logical_date = task_facts(ti)
+        bus = self.bus()
+        receipt = self._call(lambda: bus.push_serialized(
+            ti, key, data, codec=codec, try_number=try_number, logical_date=logical_date))
+        self.counts["pushes"] += 1
+        if receipt.offset < 0:
+            raise XComPublishError(
+                f"XCom {key!r} is durable on {receipt.topic} partition {receipt.partition}, but the "
+                "broker did not report its offset (a retried batch), so no reference can point at "
+                "it: run the task again")
+        return XComReference(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index, key=key,
+            try_number=try_number, topic=receipt.topic, partition=receipt.partition,
+            offset=receipt.offset, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            codec=codec, type=type(value).__qualname__,
+            preview=make_preview(value, self.settings.preview_bytes))
+
+    def _serialize(self, ti: TaskInstanceKey, key: str, value: Any) -> tuple[bytes, str]:
+        try:
+            data = self.codec.serialize_value(value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                                              run_id=ti.run_id, map_index=ti.map_index)
+            return data, self.codec.codec
+        except XComSerializationError as refused:
+            # An unchanged DAG may push what Airflow's serde handles and ours does not
+            # (pendulum datetimes, numpy scalars, pydantic models...): keep it working.
+            try:
+                return _airflow_dumps(value), _airflow_codec()
+            except Exception as exc:
+                raise XComSerializationError(
+                    f"{refused}; Apache Airflow's own serializer refused it too ({exc})") from refused
+
+    # -- clear
+    def clear(self, ref: XComReference) -> None:
+        ti = ref.ti
+        if ref.offset < self._cleared.get(ti, -1):
+            return  # a clear this process already published covers this version
+        if ref.topic != self.settings.topic:
+            log.warning("xcombus: not clearing %s: it lives on topic %r, this process publishes "
+                        "to %r", ref.where, ref.topic, self.settings.topic)
+            return
+        current, _ = task_facts(ti, default_try=ref.try_number + 1)
+        bus = self.bus()
+        receipt = self._call(lambda: bus.clear(ti, try_number=current))
+        self._cleared[ti] = receipt.offset
+        self.counts["clears"] += 1
+
+    # -- pull
+    def resolve(self, ref: XComReference) -> Any:
+        """The value a reference points at, checked against its identity and SHA-256."""
+        if ref.topic == self.settings.topic and os.path.exists(self.settings.view_path):
+            record = self._from_view(ref)
+        else:
+            record = self._from_topic(ref)
+        ref.check(record)
+        return self.codec.deserialize_value(record)
+
+    def _view(self) -> ViewReader:
+        if self._reader is None:
+            from .view import ViewReader
+
+            self._reader = ViewReader(self.settings.view_path, topic=self.settings.topic)
+        return self._reader
+
+    def _from_view(self, ref: XComReference) -> XComRecord:
+        deadline = time.monotonic() + self.settings.pull_timeout
+        delay = _POLL_MIN
+        with self._reader_lock:
+            view = self._view()
+            while (applied := view.offsets().get(ref.partition, 0)) <= ref.offset:
+                if time.monotonic() > deadline:
+                    raise XComTimeoutError(
+                        f"the view at {self.settings.view_path} has applied partition {ref.partition} "
+                        f"up to offset {applied}, and {ref.where} needs it past {ref.offset}: is the "
+                        f"materializer running (xcombus materialize)? It did not catch up within "
+                        f"{self.settings.pull_timeout:g}s (XCOMBUS_PULL_TIMEOUT)")
+                time.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+            record = view.get(ref.dag_id, ref.run_id, ref.task_id, ref.map_index, ref.key)
+        if record is not None and (record.partition, record.offset) == (ref.partition, ref.offset):
+            self.counts["view_reads"] += 1
+            return record
+        # The view holds another version now (a later push of the key, a clear): the one
+        # Airflow refers to is still on the log.
+        return self._from_topic(ref)
+
+    def _from_topic(self, ref: XComReference) -> XComRecord:
+        from .events import Push, decode_event, decode_ti_key
+        from .records import XComRecord
+
+        fetcher = self._fetcher(ref.topic)
+        try:
+            raw = self._call(lambda: fetcher.fetch(ref.partition, ref.offset))
+        except XComNotFoundError as exc:
+            raise XComNotFoundError(f"cannot read {ref.where}: {exc}") from exc
+        self.counts["topic_reads"] += 1
+        try:
+            ti = decode_ti_key(raw.key)
+            event = decode_event(raw.value)
+        except Exception as exc:
+            raise XComSerializationError(f"the event of {ref.where} cannot be decoded: {exc}") from exc
+        if type(event) is not Push:
+            raise XComSerializationError(f"the event at the position of {ref.where} is a "
+                                         f"{type(event).__name__.lower()}, not a push")
+        return XComRecord(*ti, event.key, event.value, event.codec, event.ts, event.logical_date,
+                          event.producer, event.try_number, raw.partition, raw.offset)
+
+    def _fetcher(self, topic: str) -> EventFetcher:
+        with self._lock:
+            fetcher = self._fetchers.get(topic)
+            if fetcher is None:
+                from .fetch import EventFetcher
+
+                same = topic == self.settings.topic
+                fetcher = self._fetchers[topic] = EventFetcher(
+                    self.settings if same else self.settings.replace(topic=topic))
+            return fetcher
+
+    # -- exit
+    def close(self) -> None:
+        """Flush and disconnect (at interpreter exit). Safe to call twice."""
+        if os.getpid() != self.pid or self._loop is None or self._loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            try:
+                if self._bus is not None:
+                    await self._bus.aclose()
+            finally:
+                for fetcher in self._fetchers.values():
+                    await fetcher.aclose()
+
+        log.info("xcombus: %(pushes)d pushes, %(clears)d clears, %(view_reads)d reads from the "
+                 "view, %(topic_reads)d records fetched from the topic", self.counts)
+        try:
+            self._call(shutdown, bound=self.settings.push_timeout + self.settings.connect_timeout)
+        except Exception:
+            log.exception("xcombus: closing the connection to Kafka failed")
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(5)
+            if self._reader is not None:
+                self._reader.close()
+
+
+_state_lock = threading.Lock()
+_current: _Runtime | None = None
+
+
+def _runtime() -> _Runtime:
+    """This process's runtime (a forked child gets its own: threads do not survive fork)."""
+    global _current
+    rt = _current
+    if rt is not None and rt.pid == os.getpid():
+        return rt
+    with _state_lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = _Runtime()
+        return _current
+
+
+def _forget_after_fork() -> None:
+    global _current
+    _current = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# -- what the running task says about itself ---------------------------------------------
+
+def _is_ti(obj: Any, ti: TaskInstanceKey) -> bool:
+    if type(obj).__name__ not in _TI_TYPES:
+        return False
+    try:
+        return (obj.dag_id, obj.run_id, obj.task_id, getattr(obj, "map_index", -1)) == tuple(ti)
+    except Exception:  # a detached ORM object, a half-built model
+        return False
+
+
+def _find_ti(ti: TaskInstanceKey) -> Any:
+    """The running task instance object, if this call comes from inside it.
+
+    Airflow 3 pushes return values and purges before a new try outside the task context,
+    and ``airflow dags test`` runs every task in one process (so AIRFLOW_CTX_* may belong
+    to the previous task): the caller's frames hold the task instance in every case.
+    """
+    frame = sys._getframe(1)
+    for _ in range(100):
+        if frame is None:
+            break
+        local = frame.f_locals
+        for name in ("ti", "task_instance", "self"):
+            obj = local.get(name)
+            if obj is not None and _is_ti(obj, ti):
+                return obj
+        frame = frame.f_back
+    with contextlib.suppress(Exception):  # Airflow's documented way, inside execute()
+        if AIRFLOW_3:
+            from airflow.sdk import get_current_context
+        else:
+            from airflow.operators.python import get_current_context
+        obj = get_current_context().get("ti")
+        if obj is not None and _is_ti(obj, ti):
+            return obj
+    return None
+
+
+def _to_us(moment: Any) -> int | None:
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        return int(moment.timestamp() * 1_000_000)
+    if isinstance(moment, str) and moment:
+        with contextlib.suppress(ValueError):
+            return _to_us(datetime.fromisoformat(moment))
+    return None
+
+
+def task_facts(ti: TaskInstanceKey, *, default_try: int = 1) -> tuple[int, int | None]:
+    """The running try number of ``ti`` and its run's logical date (µs), from Airflow.
+
+    Sources, in order: the task instance object in the caller's frames (or Airflow's
+    current context), then the ``AIRFLOW_CTX_*`` variables when they name this task
+    instance, then ``default_try`` and no date.
+    """
+    obj = _find_ti(ti)
+    if obj is not None:
+        try_number = getattr(obj, "try_number", None)
+        logical: Any = None
+        with contextlib.suppress(Exception):
+            context = getattr(obj, "_ti_context_from_server", None)
+            logical = context.dag_run.logical_date if context is not None else obj.execution_date
+        if isinstance(try_number, int) and try_number >= 0:
+            return max(try_number, 1), _to_us(logical)
+    env = os.environ
+    if (env.get("AIRFLOW_CTX_DAG_ID"), env.get("AIRFLOW_CTX_DAG_RUN_ID"),
+            env.get("AIRFLOW_CTX_TASK_ID")) == (ti.dag_id, ti.run_id, ti.task_id):
+        raw_try = env.get("AIRFLOW_CTX_TRY_NUMBER", "")
+        logical = env.get("AIRFLOW_CTX_LOGICAL_DATE") or env.get("AIRFLOW_CTX_EXECUTION_DATE")
+        if raw_try.isdigit():
+            return max(int(raw_try), 1), _to_us(logical)
+    return default_try, None
+
+
+# -- Airflow's own serde, for values xcombus's codec refuses -----------------------------
+
+def _airflow_codec() -> str:
+    from .backends import AIRFLOW_SERDE_CODEC
+
+    return AIRFLOW_SERDE_CODEC
+
+
+def _airflow_dumps(value: Any) -> bytes:
+    import json
+
+    if AIRFLOW_3:
+        from airflow.sdk.serde import serialize
+
+        return json.dumps(serialize(value)).encode()
+    from airflow.utils.json import XComEncoder
+
+    return json.dumps(value, cls=XComEncoder).encode()
