@@ -425,16 +425,20 @@ def resolve_backend(dotted_path: str) -> type[BaseXCom]:
     module_name, _, attr = dotted_path.rpartition(".")
     if not module_name or not attr:
         raise XComConfigError(
-            f"xcom_backend {dotted_path!r} is not a dotted path like 'package.module.Class'")
+            f"XCOMBUS_XCOM_BACKEND {dotted_path!r} is not a dotted path like 'package.module.Class'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise XComConfigError(
-            f"xcom_backend {dotted_path!r}: module {module_name!r} cannot be imported ({exc}); "
-            "install it in every image that pushes, pulls or materializes") from exc
+            f"XCOMBUS_XCOM_BACKEND {dotted_path!r}: module {module_name!r} cannot be imported ({exc}); "
+            "install it in every image that pushes, pulls or materializes, or unset it for the "
+            "default xcombus.backends.MsgspecXCom") from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseXCom)):
-        raise XComConfigError(f"xcom_backend {dotted_path!r} is not a subclass of xcombus.BaseXCom")
+        raise XComConfigError(
+            f"XCOMBUS_XCOM_BACKEND {dotted_path!r} is not a subclass of xcombus.BaseXCom: it names "
+            "the codec xcombus writes values with (default xcombus.backends.MsgspecXCom); "
+            "Airflow's own setting is AIRFLOW__CORE__XCOM_BACKEND=xcombus.airflow.XComBusBackend")
     return cls
 
 

@@ -153,7 +153,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             # strict=False lets "6" from the environment become 6.
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise XComConfigError(f"invalid xcombus setting: {exc}") from exc
+            # msgspec names the field as "$.compression": say which variable that is.
+            where = re.search(r"\$\.(\w+)", str(exc))
+            hint = f" (XCOMBUS_{where.group(1).upper()})" if where else ""
+            raise XComConfigError(f"invalid xcombus setting{hint}: {exc}") from exc
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""
