@@ -61,11 +61,13 @@ async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
         raise XComTimeoutError(
             f"Kafka at {settings.bootstrap_servers} did not answer within "
             f"{settings.connect_timeout * 2:.0f}s about topic {settings.topic!r}: "
-            "is the broker running? (xcombus broker start)") from exc
+            "is the broker running (xcombus broker start), and is XCOMBUS_BOOTSTRAP_SERVERS "
+            "right?") from exc
     except KafkaError as exc:
         raise XComBrokerError(
             f"Kafka at {settings.bootstrap_servers} failed a request about topic "
-            f"{settings.topic!r}: {exc}; is the broker running? (xcombus broker start)") from exc
+            f"{settings.topic!r}: {exc}; is the broker running (xcombus broker start), and is "
+            "XCOMBUS_BOOTSTRAP_SERVERS right?") from exc
     finally:
         await admin.close()
 

@@ -1,0 +1,216 @@
+"""XComBusBackend called the way real Airflow 3.3 and 2.10 call it, inside their own
+environments: cheap imports, pass-through of values that are not references, references
+that resolve (or fail clearly), Airflow's own serde for values xcombus's codec refuses,
+one clear for several purges, and misconfiguration that fails a task with what to set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
+
+from tests.airflow.support import tail
+from tests.airflow_env import AirflowEnv
+from xcombus import Settings
+from xcombus.audit import history
+from xcombus.reference import parse_reference
+
+pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+
+UNREACHABLE = "127.0.0.1:1"  # nothing listens there: any connection attempt fails at once
+
+#: Imports Airflow's base class the way Airflow itself does first (on 2.10, importing the
+#: backend before airflow.models.xcom is a circular import), and a stand-in for the row or
+#: result object Airflow hands to deserialize_value and purge.
+PRELUDE = """
+import json, sys
+try:
+    import airflow.sdk.bases.xcom
+    from airflow.sdk.execution_time.comms import XComResult
+    AF3 = True
+    def stored(value):  # what Airflow 3 hands over: XComResult(key, value)
+        return XComResult(key="k", value=value)
+    def as_stored(returned):  # what serialize_value returned, as the API would store it
+        return stored(json.loads(json.dumps(returned)))
+except ImportError:
+    import airflow.models.xcom
+    AF3 = False
+    class Row:  # what Airflow 2.10 hands over: a row with .value (JSON bytes)
+        def __init__(self, value):
+            self.value = value
+    def stored(value):
+        return Row(value if isinstance(value, bytes) else json.dumps(value).encode())
+    def as_stored(returned):
+        return Row(returned)
+from xcombus.airflow import XComBusBackend
+"""
+
+
+def _python(af: AirflowEnv, code: str, env: dict[str, str], timeout: float = 300) -> str:
+    done = af.python_run(PRELUDE + code, env=env, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"Airflow {af.version}:\n{tail(output)}"
+    return done.stdout
+
+
+def test_importing_the_backend_opens_nothing(airflow: AirflowEnv, settings: Settings) -> None:
+    """Every Airflow process imports the backend (as soon as it imports Airflow's XCom
+    module): beside Airflow's default it loads no Kafka client, SQLite driver or HTTP stack,
+    starts no thread, and Airflow's CLI works with the broker unreachable."""
+    code = """
+import json, sys, threading, time
+threads = threading.active_count()
+started = time.perf_counter()
+try:
+    import airflow.sdk.bases.xcom  # resolves [core] xcom_backend, as every Airflow 3 process does
+    from airflow.sdk.execution_time.xcom import XCom
+except ImportError:
+    from airflow.models.xcom import XCom  # Airflow 2.10
+elapsed = time.perf_counter() - started
+print("RESULT", json.dumps({"ms": elapsed * 1000, "backend": XCom.__name__,
+                            "modules": sorted({m.split(".")[0] for m in sys.modules}),
+                            "threads": threading.active_count() - threads}))
+"""
+
+    def probe(backend: str) -> dict:
+        env = airflow.env(settings, XCOMBUS_BOOTSTRAP_SERVERS=UNREACHABLE,
+                          AIRFLOW__CORE__XCOM_BACKEND=backend)
+        done = airflow.python_run(code, env=env)
+        assert done.returncode == 0, tail(done.stdout + done.stderr)
+        line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+        result: dict = json.loads(line[7:])
+        return result
+
+    default = probe("airflow.sdk.execution_time.xcom.BaseXCom" if airflow.major >= 3
+                    else "airflow.models.xcom.BaseXCom")
+    ours = probe("xcombus.airflow.XComBusBackend")
+    assert ours["backend"] == "XComBusBackend" and default["backend"] == "BaseXCom"
+    added = set(ours["modules"]) - set(default["modules"])
+    assert added <= {"xcombus", "msgspec", "__editable___xcombus_0_1_0_finder"}, added
+    assert ours["threads"] == default["threads"], (ours["threads"], default["threads"])
+    print(f"Airflow {airflow.version}: importing its XCom module took {ours['ms']:.0f} ms with "
+          f"xcombus, {default['ms']:.0f} ms with the default backend; modules added: {sorted(added)}")
+    env = airflow.env(settings, XCOMBUS_BOOTSTRAP_SERVERS=UNREACHABLE)
+    parsed = airflow.run("dags", "reserialize", env=env, timeout=300)  # parses every DAG file
+    assert parsed.returncode == 0, tail(parsed.stdout + parsed.stderr)
+    listed = airflow.run("dags", "list", env=env, timeout=300)
+    assert listed.returncode == 0, tail(listed.stdout + listed.stderr)
+    assert "xcombus_features" in listed.stdout
+
+
+def test_values_without_a_reference_pass_through(airflow: AirflowEnv, settings: Settings) -> None:
+    """Values written by Airflow's REST API or by the default backend before the switch are
+    read as Airflow reads them; purging them publishes nothing (the broker is unreachable)."""
+    env = airflow.env(settings, XCOMBUS_BOOTSTRAP_SERVERS=UNREACHABLE)
+    code = """
+api = {"from": "api", "n": [1, 2]}
+assert XComBusBackend.deserialize_value(stored(api)) == api
+if AF3:  # the default backend's row: Airflow's serde envelope as a JSON value
+    from airflow.sdk.bases.xcom import BaseXCom
+    before = stored(json.loads(json.dumps(BaseXCom.serialize_value({"t": (1, 2)}))))
+    assert XComBusBackend.deserialize_value(before) == {"t": (1, 2)}
+else:  # the default backend's row: JSON bytes
+    from airflow.models.xcom import BaseXCom
+    before = Row(BaseXCom.serialize_value((1, 2)))
+    assert XComBusBackend.deserialize_value(before) == (1, 2)
+    assert XComBusBackend.orm_deserialize_value(Row(b'{"a": 1}')) == {"a": 1}
+XComBusBackend.purge(stored(api))
+XComBusBackend.purge(stored("just a string"))
+print("ok")
+"""
+    assert _python(airflow, code, env).strip().endswith("ok")
+
+
+def _push_script(map_index: int = -1) -> str:
+    return f"""
+import pendulum
+from xcombus.errors import XComSerializationError
+ident = dict(dag_id="d", run_id="manual__1", task_id="t", map_index={map_index})
+ref = XComBusBackend.serialize_value({{"a": (1, 2)}}, key="plain", **ident)
+assert XComBusBackend.deserialize_value(as_stored(ref)) == {{"a": (1, 2)}}
+# A pendulum datetime (what Airflow's context hands out): xcombus's codec refuses it, so it
+# is written with Airflow's own serde and comes back as Airflow's default would give it.
+when = pendulum.datetime(2026, 1, 2, 3, 4, 5, tz="Europe/Paris")
+ref_p = XComBusBackend.serialize_value(when, key="when", **ident)
+back = XComBusBackend.deserialize_value(as_stored(ref_p))
+assert back == when and isinstance(back, pendulum.DateTime), (back, type(back))
+# A tampered reference is refused, never handed over.
+raw = dict(ref) if AF3 else json.loads(ref)
+raw["sha256"] = "0" * 64
+try:
+    XComBusBackend.deserialize_value(stored(raw))
+except XComSerializationError as exc:
+    assert "SHA-256" in str(exc), exc
+else:
+    raise AssertionError("a tampered reference was resolved")
+if not AF3:  # Airflow 2's UI listing: the label with the preview, never a fetch
+    label = XComBusBackend.orm_deserialize_value(Row(ref))
+    assert label.startswith("[xcombus reference: dict") and "'a': (1, 2)" in label, label
+# Three purges of the same try's keys: one clear on the topic.
+for r in (ref, ref_p, ref):
+    XComBusBackend.purge(as_stored(r))
+print("RESULT", json.dumps({{"plain": ref if AF3 else json.loads(ref),
+                  "when": ref_p if AF3 else json.loads(ref_p)}}))
+"""
+
+
+def test_references_resolve_from_the_log_and_fail_clearly_once_gone(
+        airflow: AirflowEnv, topic: Settings, tmp_path: Path) -> None:
+    settings = topic.replace(view_path=str(tmp_path / "none.db"), pull_timeout=10.0)
+    env = airflow.env(settings)
+    out = _python(airflow, _push_script(), env)
+    refs = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    plain, when = parse_reference(refs["plain"]), parse_reference(refs["when"])
+    assert plain is not None and when is not None
+    assert plain.codec == "msgspec-json/1" and when.codec == "airflow-serde/1"
+    assert plain.preview == "{'a': (1, 2)}" and plain.type == "dict"
+    events = asyncio.run(history(settings, "d", "manual__1", "t", "plain"))
+    assert [e.kind for e in events] == ["push", "clear"]
+    assert events[1].try_number == 2  # outside a task: the try after the purged one
+
+    async def expire() -> None:  # what retention does to old events
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            tp = TopicPartition(settings.topic, plain.partition)
+            await admin.delete_records({tp: RecordsToDelete(plain.offset + 1)}, timeout_ms=10_000)
+        finally:
+            await admin.close()
+
+    asyncio.run(expire())
+    code = f"""
+from xcombus.errors import XComNotFoundError
+try:
+    XComBusBackend.deserialize_value(stored({json.dumps(refs["plain"])}))
+except XComNotFoundError as exc:
+    print("ERROR", exc)
+"""
+    started = time.monotonic()
+    out = _python(airflow, code, env)
+    assert "ERROR" in out and "'plain'" in out and "retention" in out, out
+    assert time.monotonic() - started < 60  # a clear error, not a wait until a timeout
+
+
+@pytest.mark.parametrize("problem", ["unreachable broker", "missing topic", "unknown codec"])
+def test_misconfiguration_fails_the_task_with_what_to_set(airflow: AirflowEnv, topic: Settings,
+                                                          tmp_path: Path, problem: str) -> None:
+    changes, expected = {
+        "unreachable broker": ({"XCOMBUS_BOOTSTRAP_SERVERS": UNREACHABLE, "XCOMBUS_CONNECT_TIMEOUT": "3"},
+                               "XCOMBUS_BOOTSTRAP_SERVERS"),
+        "missing topic": ({"XCOMBUS_TOPIC": topic.topic + ".typo"}, "xcombus topic create"),
+        "unknown codec": ({"XCOMBUS_XCOM_BACKEND": "xcombus.backends.NoSuchCodec"},
+                          "XCOMBUS_XCOM_BACKEND"),
+    }[problem]
+    env = airflow.env(topic.replace(view_path=str(tmp_path / "none.db")), **changes)
+    started = time.monotonic()
+    done = airflow.run("dags", "test", "xcombus_smoke", env=env, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, f"the DAG succeeded despite the {problem}:\n{tail(output)}"
+    assert expected in output, tail(output)
+    print(f"{problem}: failed in {time.monotonic() - started:.1f}s")
