@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import xcombus
@@ -14,8 +16,20 @@ def test_all_is_sorted_and_complete() -> None:
         assert hasattr(xcombus, name), name
     tree = ast.parse(Path(xcombus.__file__).read_text())
     imported = {alias.asname or alias.name for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) for alias in node.names}
+                if isinstance(node, ast.ImportFrom) and node.level > 0 for alias in node.names}
     assert imported == set(xcombus.__all__)
+    assert set(xcombus._LAZY) == set(xcombus.__all__)
+
+
+def test_importing_xcombus_loads_nothing_heavy() -> None:
+    """Every Airflow process imports xcombus.airflow: names load on first use, not before."""
+    code = ("import sys, xcombus, xcombus.reference; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'aiokafka', 'aiosqlite', 'sqlite3', 'litestar', 'uvicorn', 'rich', 'click', "
+            "'prometheus_client', 'fsspec'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert xcombus.XComBus.__module__ == "xcombus.bus"  # and the lazy names resolve
 
 
 def test_errors_share_one_root() -> None:
