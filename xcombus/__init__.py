@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time th
     from .materialize import Materializer
     from .records import Receipt, XComRecord
     from .settings import Settings
-    from .task import SyncTaskInstance, SyncXComBus, Task, current_task_instance, task
+    from .taskflow import SyncTaskInstance, SyncXComBus, Task, current_task_instance, task
     from .view import ViewReader
 
 #: Where each public name lives. Importing ``xcombus`` loads nothing else: a process
@@ -48,9 +48,9 @@ _LAZY: dict[str, str] = {
     "ObjectStorageXCom": "backends",
     "Receipt": "records",
     "Settings": "settings",
-    "SyncTaskInstance": "task",
-    "SyncXComBus": "task",
-    "Task": "task",
+    "SyncTaskInstance": "taskflow",
+    "SyncXComBus": "taskflow",
+    "Task": "taskflow",
     "TaskInstance": "bus",
     "TaskInstanceKey": "events",
     "TaskInstanceSummary": "lookup",
@@ -72,9 +72,9 @@ _LAZY: dict[str, str] = {
     "XComValueTooLargeError": "errors",
     "XComViewError": "errors",
     "XComViewLockedError": "errors",
-    "current_task_instance": "task",
+    "current_task_instance": "taskflow",
     "load_backend": "backends",
-    "task": "task",
+    "task": "taskflow",
 }
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import Any
 
 from .bus import XComBus
 from .settings import Settings
-from .task import current_task_instance, task
+from .taskflow import current_task_instance, task
 
 DAG_ID = "xcombus_demo"
 CITIES = [("Oslo", 4.5), ("Lagos", 31.0), ("Lima", 18.25), ("Sapporo", -2.0)]

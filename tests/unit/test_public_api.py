@@ -21,6 +21,14 @@ def test_all_is_sorted_and_complete() -> None:
     assert set(xcombus._LAZY) == set(xcombus.__all__)
 
 
+def test_no_public_name_is_also_a_submodule() -> None:
+    """Importing a submodule sets it as an attribute of the package: a lazy public name that
+    is also a module's name (``task`` was) would turn into the module once it is imported."""
+    modules = {p.stem for p in Path(xcombus.__file__).parent.glob("*.py")}
+    modules |= {p.name for p in Path(xcombus.__file__).parent.iterdir() if p.is_dir()}
+    assert not modules & set(xcombus.__all__)
+
+
 def test_importing_xcombus_loads_nothing_heavy() -> None:
     """Every Airflow process imports xcombus.airflow: names load on first use, not before."""
     code = ("import sys, xcombus, xcombus.reference; "
