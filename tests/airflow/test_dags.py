@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.airflow.support import backend_counts, latest_run, no_view, references, run_dag, stored_rows
 from tests.airflow_env import AirflowEnv
-from tests.helpers import DrainedPopen
+from tests.helpers import DrainedPopen, start_materializer
 from xcombus import Settings, ViewReader
 from xcombus.audit import history
 from xcombus.events import decode_event, decode_ti_key
@@ -74,6 +75,8 @@ def _check_run(af: AirflowEnv, settings: Settings, output: str) -> dict:
 
     counts = backend_counts(output)
     assert counts["pushes"] >= len(refs) + 2  # + the two pushes of try 1
+    # One connection for the whole process (dags test runs every task in one), not one per XCom.
+    assert output.count("xcombus: publishing XComs to topic") == 1
     assert counts["clears"] == 1
     return {"run_id": run_id, "refs": refs, "counts": counts}
 
@@ -104,3 +107,28 @@ def test_features_dag_without_a_view_fetches_records(airflow: AirflowEnv, topic:
     counts = _check_run(airflow, settings, output)["counts"]
     assert counts["view_reads"] == 0 and counts["topic_reads"] >= 100, counts
     assert not Path(settings.view_path).exists()
+
+
+def test_values_above_the_inline_limit_go_to_object_storage(airflow: AirflowEnv, topic: Settings,
+                                                            tmp_path: Path) -> None:
+    """A 2 MB value (above max_value_bytes) under ObjectStorageXCom: the payload is a file,
+    the event carries its reference, Airflow's row the xcombus reference, and the pull
+    (from the view the materializer keeps) returns it exactly."""
+    objects = tmp_path / "objects"
+    settings = topic.replace(xcom_backend="xcombus.backends.ObjectStorageXCom",
+                             object_storage_path=str(objects), object_storage_threshold=65536)
+    mat = start_materializer(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(settings.view_path).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        output = run_dag(airflow, "xcombus_large", airflow.env(settings))
+    finally:
+        mat.terminate()
+        mat.communicate(timeout=60)
+    run_id = latest_run(airflow, "xcombus_large")
+    ref = references(airflow, "xcombus_large", run_id)[("produce", -1, "return_value")]
+    assert ref.size < 1024 and "..." in ref.preview  # the event holds a reference
+    files = list(objects.rglob("*.json"))
+    assert len(files) == 1 and files[0].stat().st_size > 2 * 1024 * 1024
+    assert backend_counts(output)["view_reads"] == 1
