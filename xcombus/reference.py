@@ -146,5 +146,6 @@ def make_preview(value: Any, limit: int) -> str:
     data = text.encode()
     if len(data) <= limit:
         return text
-    cut = data[: max(0, limit - 3)].decode(errors="ignore")
-    return cut + "..."
+    if limit <= 3:  # no room for the marker
+        return data[:limit].decode(errors="ignore")
+    return data[: limit - 3].decode(errors="ignore") + "..."

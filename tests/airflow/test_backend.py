@@ -21,7 +21,8 @@ from xcombus import Settings
 from xcombus.audit import history
 from xcombus.reference import parse_reference
 
-pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+# The first test of a session may build an Airflow environment (pip, ~1-3 min) first.
+pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 UNREACHABLE = "127.0.0.1:1"  # nothing listens there: any connection attempt fails at once
 

@@ -21,7 +21,8 @@ from xcombus.fetch import EventFetcher
 from xcombus.records import XComRecord
 from xcombus.reference import XComReference
 
-pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+# The first test of a session may build an Airflow environment (pip, ~1-3 min) first.
+pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 DAG = "xcombus_features"
 

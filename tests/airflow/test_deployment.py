@@ -27,7 +27,8 @@ from tests.helpers import DrainedPopen
 from xcombus import Settings
 from xcombus.audit import history
 
-pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+# The first test of a session may build an Airflow environment (pip, ~1-3 min) first.
+pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 DAG = "xcombus_smoke"
 BOUND = 420  # seconds for the whole deployment: start, parse, run, succeed
