@@ -14,8 +14,6 @@ from tests.helpers import DrainedPopen, start_materializer
 from xcombus import Settings
 from xcombus.topic import ensure_topic
 
-pytestmark = pytest.mark.airflow
-
 
 @pytest.fixture(scope="session", params=sorted(PINS, reverse=True), ids=lambda v: f"airflow-{v}")
 def airflow(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
