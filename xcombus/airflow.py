@@ -230,8 +230,10 @@ class _Runtime:
         except XComSerializationError as refused:
             # An unchanged DAG may push what Airflow's serde handles and ours does not
             # (pendulum datetimes, numpy scalars, pydantic models...): keep it working.
+            from .backends import AIRFLOW_SERDE_CODEC
+
             try:
-                return _airflow_dumps(value), _airflow_codec()
+                return _airflow_dumps(value), AIRFLOW_SERDE_CODEC
             except Exception as exc:
                 raise XComSerializationError(
                     f"{refused}; Apache Airflow's own serializer refused it too ({exc})") from refused
@@ -259,6 +261,10 @@ class _Runtime:
         else:
             record = self._from_topic(ref)
         ref.check(record)
+        from .backends import AIRFLOW_SERDE_CODEC, airflow_serde_loads
+
+        if record.codec == AIRFLOW_SERDE_CODEC:  # Airflow is here, whatever codec is configured
+            return airflow_serde_loads(record)
         return self.codec.deserialize_value(record)
 
     def _view(self) -> ViewReader:
@@ -449,12 +455,6 @@ def task_facts(ti: TaskInstanceKey, *, default_try: int = 1) -> tuple[int, int |
 
 
 # -- Airflow's own serde, for values xcombus's codec refuses -----------------------------
-
-def _airflow_codec() -> str:
-    from .backends import AIRFLOW_SERDE_CODEC
-
-    return AIRFLOW_SERDE_CODEC
-
 
 def _airflow_dumps(value: Any) -> bytes:
     import json
