@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli, settings_env
 from xcombus import Settings, ViewReader
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,12 @@ def test_topic_create_and_doctor(settings: Settings) -> None:
     doctor = cli("doctor", settings=settings)
     assert doctor.returncode == 1 and "FAIL" in doctor.stdout and "no view at" in doctor.stdout
     assert "[ ok ] topic" in doctor.stdout and "2 partitions" in doctor.stdout
+    # An Airflow worker without a view is a valid setup: its pulls fetch from the topic.
+    env = {**settings_env(settings), "AIRFLOW__CORE__XCOM_BACKEND": "xcombus.airflow.XComBusBackend"}
+    worker = subprocess.run([sys.executable, "-m", "xcombus", "doctor"], capture_output=True, text=True,
+                            env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert worker.returncode == 0, worker.stdout
+    assert "[ ok ] airflow" in worker.stdout and "fetch each record from the topic" in worker.stdout
     pushed = cli("push", "--dag-id", "d", "--run-id", "r", "--task-id", "t", "k", '"v"', settings=settings)
     assert pushed.returncode == 0, pushed.stderr
     # The view exists once a materializer made it; the lag check then sees one pending event.
