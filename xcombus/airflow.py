@@ -43,6 +43,8 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 try:  # Airflow 3: the task SDK's base class (what [core] xcom_backend must subclass)
     from airflow.sdk.bases.xcom import BaseXCom as _AirflowBaseXCom
 
@@ -58,10 +60,12 @@ except ImportError:
 
 from .errors import (
     XComBusError,
+    XComClosedError,
     XComNotFoundError,
     XComPublishError,
     XComSerializationError,
     XComTimeoutError,
+    XComUnsupportedTypeError,
 )
 from .events import TaskInstanceKey
 from .reference import XComReference, make_preview, parse_reference
@@ -84,6 +88,15 @@ _POLL_MIN, _POLL_MAX = 0.0005, 0.02
 _TI_TYPES = frozenset({"RuntimeTaskInstance", "TaskInstance", "TaskInstancePydantic"})
 
 
+#: XComs Airflow's own components read straight from its table (the scheduler's
+#: NotPreviouslySkippedDep reads the branch/skip decision): stored as Airflow would store
+#: them, and published to the topic as well, for the audit log.
+AIRFLOW_CONTROL_KEYS: frozenset[str] = frozenset({"skipmixin_key"})
+
+#: The task instance whose XCom Airflow 3 is deleting (set by ``delete`` around ``purge``).
+_deleting = threading.local()
+
+
 class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
     """Airflow's ``[core] xcom_backend`` that publishes every XCom to the xcombus topic."""
 
@@ -99,6 +112,9 @@ class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
                 f"task_id={task_id!r}): it is called by Airflow's XCom.set")
         ti = TaskInstanceKey(dag_id, run_id, task_id, -1 if map_index is None else map_index)
         ref = _runtime().push(ti, key, value)
+        if key in AIRFLOW_CONTROL_KEYS:
+            return _AirflowBaseXCom.serialize_value(value, key=key, task_id=task_id, dag_id=dag_id,
+                                                    run_id=run_id, map_index=map_index)
         return ref.to_builtins() if AIRFLOW_3 else ref.to_json()
 
     @classmethod
@@ -107,23 +123,63 @@ class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
         ref = parse_reference(result.value)
         if ref is None:
             return _AirflowBaseXCom.deserialize_value(result)
+        _check_row(ref, result)
         return _runtime().resolve(ref)
 
     def orm_deserialize_value(self) -> Any:
         """Airflow 2's light form for the UI and REST listings: the label, never a fetch."""
-        ref = parse_reference(self.value)
+        try:
+            ref = parse_reference(self.value)
+        except XComBusError as exc:  # one odd row must not break a whole listing
+            return f"[xcombus reference, unreadable: {exc}]"
         if ref is not None:
             return ref.label()
         if AIRFLOW_3:
             return self.value
         return _AirflowBaseXCom.orm_deserialize_value(self)
 
+    if AIRFLOW_3:
+        @classmethod
+        def delete(cls, key: str, task_id: str, dag_id: str, run_id: str,
+                   map_index: int | None = None) -> None:
+            """Airflow 3 purges through here: remember whose XCom it is, for ``purge``."""
+            _deleting.ti = TaskInstanceKey(dag_id, run_id, task_id, -1 if map_index is None else map_index)
+            try:
+                super().delete(key, task_id, dag_id, run_id, map_index)
+            finally:
+                _deleting.ti = None
+
     @classmethod
     def purge(cls, xcom: Any, *args: Any, **kwargs: Any) -> None:
         """A new try deletes this XCom: publish one clear of its task instance."""
-        ref = parse_reference(getattr(xcom, "value", None))
-        if ref is not None:
-            _runtime().clear(ref)
+        try:
+            ref = parse_reference(getattr(xcom, "value", None))
+        except XComBusError as exc:  # never block a task's next tries over one stored value
+            log.warning("xcombus: not clearing after a stored value that cannot be read: %s", exc)
+            return
+        if ref is None:
+            return
+        owner: TaskInstanceKey | None = getattr(_deleting, "ti", None)  # Airflow 3
+        identity = tuple(getattr(xcom, name, None) for name in ("dag_id", "run_id", "task_id", "map_index"))
+        if None not in identity:  # Airflow 2.10 passes its row, which names the task instance
+            owner = TaskInstanceKey(*identity)
+        if owner is not None and ref.ti != owner:
+            log.warning("xcombus: the XCom %r of %s holds a reference to %s: not clearing another "
+                        "task instance (a reference written by hand?)", ref.key, tuple(owner), ref.where)
+            return
+        _runtime().clear(ref)
+
+
+def _check_row(ref: XComReference, result: Any) -> None:
+    """Refuse a reference stored under another XCom than the one it names, where Airflow
+    says which XCom it read (2.10 rows carry the identity, 3.x results the key)."""
+    stored_as = tuple(getattr(result, name, None) for name in ("dag_id", "run_id", "task_id", "map_index"))
+    named = (ref.dag_id, ref.run_id, ref.task_id, ref.map_index)
+    key = getattr(result, "key", None)
+    if (None not in stored_as and stored_as != named) or (isinstance(key, str) and key != ref.key):
+        raise XComSerializationError(
+            f"the XCom {key!r} of {stored_as} holds a reference to {ref.where}: refusing to read "
+            "another XCom's value through it (a reference written by hand?)")
 
 
 # -- the task process's connection to xcombus -------------------------------------------
@@ -131,8 +187,8 @@ class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
 class _Runtime:
     """Everything one process needs to push and pull, started lazily and reused.
 
-    Airflow calls the backend synchronously, so the async bus runs on an event loop in a
-    daemon thread of its own; callers block on it with a bound.
+    Airflow calls the backend synchronously (possibly from several threads), so the async
+    bus runs on an event loop in a daemon thread of its own; callers block on it with a bound.
     """
 
     def __init__(self) -> None:
@@ -142,20 +198,28 @@ class _Runtime:
         self.pid = os.getpid()
         self.settings: Settings = Settings.from_env()
         self.codec: type[XComCodec] = load_backend(self.settings)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the loop, the fetcher, the counters
+        self._start_lock = threading.Lock()  # held while the bus connects
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._bus: XComBus | None = None
-        self._fetchers: dict[str, EventFetcher] = {}
+        self._fetcher: EventFetcher | None = None
         self._reader: ViewReader | None = None
         self._reader_lock = threading.Lock()
+        self._closed = False
         #: task instance -> offset of the last clear this process published for it.
         self._cleared: dict[TaskInstanceKey, int] = {}
+        #: Types already reported as written with Airflow's serde (logged once each).
+        self._airflow_serde_types: set[str] = set()
         #: What this process did, logged at exit: pushes, clears, reads from the view,
         #: records fetched from the topic.
         self.counts = {"pushes": 0, "clears": 0, "view_reads": 0, "topic_reads": 0}
         s = self.settings
         self._bound = s.connect_timeout * 3 + max(s.push_timeout, s.pull_timeout) + 5
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
 
     # -- the loop thread
     def _call(self, make: Any, bound: float | None = None) -> Any:
@@ -172,6 +236,8 @@ class _Runtime:
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._closed:
+                raise XComClosedError("xcombus was closed in this process (it is exiting)")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="xcombus-airflow",
@@ -183,23 +249,19 @@ class _Runtime:
 
     def bus(self) -> XComBus:
         """The producer side, connected on first use (the topic must exist)."""
-        if self._bus is None:
-            from .bus import XComBus
+        bus = self._bus
+        if bus is not None:
+            return bus
+        with self._start_lock:  # other threads wait for this connection, then share it
+            if self._bus is None:
+                from .bus import XComBus
 
-            with self._lock:
-                fresh = self._bus is None
-                if fresh:
-                    self._bus = XComBus(self.settings, create_topic=False)
-            if fresh:
-                assert self._bus is not None
-                try:
-                    self._call(self._bus.start)
-                except BaseException:
-                    self._bus = None
-                    raise
+                fresh = XComBus(self.settings, create_topic=False)
+                self._call(fresh.start)  # a failed start leaves nothing behind to reuse
+                self._bus = fresh
                 log.info("xcombus: publishing XComs to topic %r on %s", self.settings.topic,
                          self.settings.bootstrap_servers)
-        return self._bus
+            return self._bus
 
     # -- push
     def push(self, ti: TaskInstanceKey, key: str, value: Any) -> XComReference:
@@ -209,7 +271,7 @@ class _Runtime:
         bus = self.bus()
         receipt = self._call(lambda: bus.push_serialized(
             ti, key, data, codec=codec, try_number=try_number, logical_date=logical_date))
-        self.counts["pushes"] += 1
+        self._count("pushes")
         if receipt.offset < 0:
             raise XComPublishError(
                 f"XCom {key!r} is durable on {receipt.topic} partition {receipt.partition}, but the "
@@ -218,53 +280,68 @@ class _Runtime:
         return XComReference(
             dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index, key=key,
             try_number=try_number, topic=receipt.topic, partition=receipt.partition,
-            offset=receipt.offset, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            codec=codec, type=type(value).__qualname__,
+            offset=receipt.offset, size=len(data), value_size=_value_size(data),
+            sha256=hashlib.sha256(data).hexdigest(), codec=codec, type=type(value).__qualname__,
             preview=make_preview(value, self.settings.preview_bytes))
 
     def _serialize(self, ti: TaskInstanceKey, key: str, value: Any) -> tuple[bytes, str]:
+        identity = {"key": key, "task_id": ti.task_id, "dag_id": ti.dag_id, "run_id": ti.run_id,
+                    "map_index": ti.map_index}
         try:
-            data = self.codec.serialize_value(value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
-                                              run_id=ti.run_id, map_index=ti.map_index)
-            return data, self.codec.codec
-        except XComSerializationError as refused:
-            # An unchanged DAG may push what Airflow's serde handles and ours does not
-            # (pendulum datetimes, numpy scalars, pydantic models...): keep it working.
+            return self.codec.serialize_value(value, **identity), self.codec.codec
+        except XComUnsupportedTypeError as refused:
+            # An unchanged DAG may push what Airflow's serde handles and xcombus's codec
+            # does not (pendulum datetimes, numpy scalars, pydantic models...): keep it
+            # working, with the codec's offload, when the codec can read such values back.
             from .backends import AIRFLOW_SERDE_CODEC
 
+            if not self.codec.can_read(AIRFLOW_SERDE_CODEC):
+                raise
             try:
-                return _airflow_dumps(value), AIRFLOW_SERDE_CODEC
+                raw = _airflow_dumps(value)
             except Exception as exc:
                 raise XComSerializationError(
                     f"{refused}; Apache Airflow's own serializer refused it too ({exc})") from refused
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            if kind not in self._airflow_serde_types:
+                self._airflow_serde_types.add(kind)
+                log.info("xcombus: %s values are written with Airflow's serde (codec %s): %s",
+                         kind, AIRFLOW_SERDE_CODEC, refused)
+            return self.codec.offload(raw, **identity), AIRFLOW_SERDE_CODEC
 
     # -- clear
     def clear(self, ref: XComReference) -> None:
         ti = ref.ti
-        if ref.offset < self._cleared.get(ti, -1):
-            return  # a clear this process already published covers this version
         if ref.topic != self.settings.topic:
             log.warning("xcombus: not clearing %s: it lives on topic %r, this process publishes "
                         "to %r", ref.where, ref.topic, self.settings.topic)
             return
+        with self._lock:
+            if ref.offset < self._cleared.get(ti, -1):
+                return  # a clear this process already published covers this version
         current, _ = task_facts(ti, default_try=ref.try_number + 1)
         bus = self.bus()
         receipt = self._call(lambda: bus.clear(ti, try_number=current))
-        self._cleared[ti] = receipt.offset
-        self.counts["clears"] += 1
+        with self._lock:
+            self._cleared[ti] = max(receipt.offset, self._cleared.get(ti, -1))
+            self.counts["clears"] += 1
 
     # -- pull
     def resolve(self, ref: XComReference) -> Any:
         """The value a reference points at, checked against its identity and SHA-256."""
-        if ref.topic == self.settings.topic and os.path.exists(self.settings.view_path):
-            record = self._from_view(ref)
-        else:
-            record = self._from_topic(ref)
+        if ref.topic != self.settings.topic:
+            # A reference names its topic; reading any topic it names would let a stored
+            # value (Airflow 3 stores REST writes raw) reach data this deployment never wrote.
+            raise XComSerializationError(
+                f"{ref.where} is on topic {ref.topic!r}, and this deployment reads "
+                f"{self.settings.topic!r} (XCOMBUS_TOPIC): refusing a reference to another topic")
+        has_view = os.path.exists(self.settings.view_path)  # a host a materializer serves
+        record = self._from_view(ref) if has_view else self._from_topic(ref)
         ref.check(record)
         from .backends import AIRFLOW_SERDE_CODEC, airflow_serde_loads
 
-        if record.codec == AIRFLOW_SERDE_CODEC:  # Airflow is here, whatever codec is configured
-            return airflow_serde_loads(record)
+        if not self.codec.can_read(record.codec) and record.codec == AIRFLOW_SERDE_CODEC:
+            return airflow_serde_loads(record)  # Airflow is here, whatever codec is configured
         return self.codec.deserialize_value(record)
 
     def _view(self) -> ViewReader:
@@ -277,20 +354,23 @@ class _Runtime:
     def _from_view(self, ref: XComReference) -> XComRecord:
         deadline = time.monotonic() + self.settings.pull_timeout
         delay = _POLL_MIN
+        while True:
+            with self._reader_lock:  # held per query, never across the wait
+                applied = self._view().offsets().get(ref.partition, 0)
+            if applied > ref.offset:
+                break
+            if time.monotonic() > deadline:
+                raise XComTimeoutError(
+                    f"the view at {self.settings.view_path} has applied partition {ref.partition} "
+                    f"up to offset {applied}, and {ref.where} needs it past {ref.offset}: is the "
+                    f"materializer running (xcombus materialize)? It did not catch up within "
+                    f"{self.settings.pull_timeout:g}s (XCOMBUS_PULL_TIMEOUT)")
+            time.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
         with self._reader_lock:
-            view = self._view()
-            while (applied := view.offsets().get(ref.partition, 0)) <= ref.offset:
-                if time.monotonic() > deadline:
-                    raise XComTimeoutError(
-                        f"the view at {self.settings.view_path} has applied partition {ref.partition} "
-                        f"up to offset {applied}, and {ref.where} needs it past {ref.offset}: is the "
-                        f"materializer running (xcombus materialize)? It did not catch up within "
-                        f"{self.settings.pull_timeout:g}s (XCOMBUS_PULL_TIMEOUT)")
-                time.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
-            record = view.get(ref.dag_id, ref.run_id, ref.task_id, ref.map_index, ref.key)
+            record = self._view().get(ref.dag_id, ref.run_id, ref.task_id, ref.map_index, ref.key)
         if record is not None and (record.partition, record.offset) == (ref.partition, ref.offset):
-            self.counts["view_reads"] += 1
+            self._count("view_reads")
             return record
         # The view holds another version now (a later push of the key, a clear): the one
         # Airflow refers to is still on the log.
@@ -298,14 +378,18 @@ class _Runtime:
 
     def _from_topic(self, ref: XComReference) -> XComRecord:
         from .events import Push, decode_event, decode_ti_key
+        from .fetch import EventFetcher
         from .records import XComRecord
 
-        fetcher = self._fetcher(ref.topic)
+        with self._lock:
+            if self._fetcher is None:
+                self._fetcher = EventFetcher(self.settings)
+            fetcher = self._fetcher
         try:
             raw = self._call(lambda: fetcher.fetch(ref.partition, ref.offset))
         except XComNotFoundError as exc:
             raise XComNotFoundError(f"cannot read {ref.where}: {exc}") from exc
-        self.counts["topic_reads"] += 1
+        self._count("topic_reads")
         try:
             ti = decode_ti_key(raw.key)
             event = decode_event(raw.value)
@@ -317,43 +401,54 @@ class _Runtime:
         return XComRecord(*ti, event.key, event.value, event.codec, event.ts, event.logical_date,
                           event.producer, event.try_number, raw.partition, raw.offset)
 
-    def _fetcher(self, topic: str) -> EventFetcher:
-        with self._lock:
-            fetcher = self._fetchers.get(topic)
-            if fetcher is None:
-                from .fetch import EventFetcher
-
-                same = topic == self.settings.topic
-                fetcher = self._fetchers[topic] = EventFetcher(
-                    self.settings if same else self.settings.replace(topic=topic))
-            return fetcher
-
     # -- exit
     def close(self) -> None:
-        """Flush and disconnect (at interpreter exit). Safe to call twice."""
-        if os.getpid() != self.pid or self._loop is None or self._loop.is_closed():
+        """Flush and disconnect (at interpreter exit). Safe to call twice; later calls of
+        the backend in this process raise XComClosedError."""
+        with self._lock:
+            if self._closed or os.getpid() != self.pid:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None:
             return
+        bus, fetcher = self._bus, self._fetcher
 
         async def shutdown() -> None:
             try:
-                if self._bus is not None:
-                    await self._bus.aclose()
+                if bus is not None:
+                    await bus.aclose()
             finally:
-                for fetcher in self._fetchers.values():
+                if fetcher is not None:
                     await fetcher.aclose()
 
         log.info("xcombus: %(pushes)d pushes, %(clears)d clears, %(view_reads)d reads from the "
                  "view, %(topic_reads)d records fetched from the topic", self.counts)
         try:
-            self._call(shutdown, bound=self.settings.push_timeout + self.settings.connect_timeout)
+            bound = self.settings.push_timeout + self.settings.connect_timeout
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(bound)
         except Exception:
             log.exception("xcombus: closing the connection to Kafka failed")
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(5)
-            if self._reader is not None:
-                self._reader.close()
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(5)
+            if not thread or not thread.is_alive():
+                loop.close()
+            with self._reader_lock:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
+
+
+def _value_size(data: bytes) -> int:
+    """The serialized value's size: ``len(data)``, or the size an object reference records."""
+    if len(data) < 4096 and data.startswith(b'{"__type__":"xcombus.objref"'):
+        from .backends import ObjectRef
+
+        with contextlib.suppress(Exception):
+            return ObjectRef.from_tree(msgspec.json.decode(data)).size
+    return len(data)
 
 
 _state_lock = threading.Lock()

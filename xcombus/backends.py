@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from .errors import XComConfigError, XComNotFoundError, XComSerializationError
+from .errors import XComConfigError, XComNotFoundError, XComSerializationError, XComUnsupportedTypeError
 from .records import XComRecord
 from .serde import TAG, VALUE, Serde, SerdeError
 
@@ -90,6 +90,15 @@ class BaseXCom:
     ) -> bytes:
         """Turn a value into the bytes stored in the event; raise XComSerializationError."""
         raise NotImplementedError
+
+    @classmethod
+    def offload(cls, data: bytes, *, key: str | None = None, task_id: str | None = None,
+                dag_id: str | None = None, run_id: str | None = None,
+                map_index: int | None = None) -> bytes:
+        """Store bytes already serialized (by this backend or another codec) where this
+        backend keeps large values; return what the event carries. The default keeps them
+        inline."""
+        return data
 
     @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
@@ -171,7 +180,7 @@ class MsgspecXCom(BaseXCom):
         try:
             return cls._serde.dumps(value)
         except SerdeError as exc:
-            raise XComSerializationError(
+            raise XComUnsupportedTypeError(
                 f"cannot serialize XCom {key!r} (a {type(value).__module__}."
                 f"{type(value).__qualname__}) with {cls.__name__}: {exc}") from None
 
@@ -201,13 +210,13 @@ class MsgspecXCom(BaseXCom):
 
     @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
-        if result.codec == AIRFLOW_SERDE_CODEC:
-            return airflow_serde_loads(result)
         tree = cls._tree(result)
         if ObjectRef.is_ref(tree):
             raise XComSerializationError(
                 f"{_where(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
                 "xcombus.backends.ObjectStorageXCom to read it")
+        if result.codec == AIRFLOW_SERDE_CODEC:
+            return airflow_serde_loads(result)
         return cls._rebuild(result, tree)
 
 
@@ -340,7 +349,14 @@ class ObjectStorageXCom(MsgspecXCom):
     def serialize_value(cls, value: Any, *, key: str | None = None, task_id: str | None = None,
                         dag_id: str | None = None, run_id: str | None = None,
                         map_index: int | None = None) -> bytes:
-        data = super().serialize_value(value, key=key)
+        return cls.offload(super().serialize_value(value, key=key), key=key, task_id=task_id,
+                           dag_id=dag_id, run_id=run_id, map_index=map_index)
+
+    @classmethod
+    def offload(cls, data: bytes, *, key: str | None = None, task_id: str | None = None,
+                dag_id: str | None = None, run_id: str | None = None,
+                map_index: int | None = None) -> bytes:
+        """Above the threshold, write ``data`` to object storage and return its reference."""
         inline = cls._threshold < 0 or (cls._threshold > 0 and len(data) <= cls._threshold)
         if inline:
             return data
@@ -361,10 +377,10 @@ class ObjectStorageXCom(MsgspecXCom):
 
     @classmethod
     def deserialize_value(cls, result: XComRecord) -> Any:
-        if result.codec == AIRFLOW_SERDE_CODEC:
-            return airflow_serde_loads(result)
         tree = cls._tree(result)
         if not ObjectRef.is_ref(tree):
+            if result.codec == AIRFLOW_SERDE_CODEC:
+                return airflow_serde_loads(result)
             return cls._rebuild(result, tree)
         ref = ObjectRef.from_tree(tree)
         try:
@@ -380,6 +396,8 @@ class ObjectStorageXCom(MsgspecXCom):
         if hashlib.sha256(data).hexdigest() != ref.sha256:
             raise XComSerializationError(f"the payload of {_where(result)} at {ref.url} is corrupt "
                                          "(its SHA-256 does not match the reference)")
+        if result.codec == AIRFLOW_SERDE_CODEC:  # Airflow's serde wrote the payload
+            return airflow_serde_loads(result._replace(value=data))
         try:
             tree = msgspec.json.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

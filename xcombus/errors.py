@@ -4,6 +4,7 @@
     ├── XComConfigError (ValueError)        a setting or a backend class is wrong
     ├── XComIdentifierError (ValueError)    a dag/run/task id, map index or key is invalid
     ├── XComSerializationError (TypeError)  a value cannot be (de)serialized by the backend
+    │   └── XComUnsupportedTypeError        the codec has no representation for a value's type
     ├── XComValueTooLargeError (ValueError) a serialized value is above the inline limit
     ├── XComNotFoundError (LookupError)     a lookup or a stored payload found nothing
     ├── XComQueryError (ValueError)         a lookup's filter, order or page is invalid
@@ -31,6 +32,7 @@ __all__ = [
     "XComQueryError",
     "XComSerializationError",
     "XComTimeoutError",
+    "XComUnsupportedTypeError",
     "XComValueTooLargeError",
     "XComViewError",
     "XComViewLockedError",
@@ -51,6 +53,11 @@ class XComIdentifierError(XComBusError, ValueError):
 
 class XComSerializationError(XComBusError, TypeError):
     """The configured backend cannot serialize or deserialize a value."""
+
+
+class XComUnsupportedTypeError(XComSerializationError):
+    """The backend's codec has no representation for a value's type (as opposed to a
+    failure while storing it): another codec may still carry the value."""
 
 
 class XComValueTooLargeError(XComBusError, ValueError):

@@ -121,11 +121,18 @@ class EventFetcher:
                     return found
                 if data.get(tp):  # only later offsets: the asked one is a gap (a control record)
                     raise await self._missing(consumer, tp, offset, timed_out=False)
-        except KafkaError as exc:
-            raise XComBrokerError(
-                f"reading {s.topic!r} partition {partition} offset {offset} failed: {exc!r}") from exc
+        except BaseException as exc:
+            # A position that could not be read (a bad partition among them) must not stay
+            # assigned, or the consumer would keep asking about it.
+            with contextlib.suppress(Exception):
+                consumer.assign([t for t in consumer.assignment() if t != tp])
+            if isinstance(exc, KafkaError):
+                raise XComBrokerError(
+                    f"reading {s.topic!r} partition {partition} offset {offset} failed: {exc!r}") from exc
+            raise
         finally:
-            consumer.pause(tp)
+            if tp in consumer.assignment():
+                consumer.pause(tp)
 
     async def _missing(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, *,
                        timed_out: bool) -> Exception:

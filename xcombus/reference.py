@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import reprlib
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -35,6 +35,10 @@ __all__ = ["REFERENCE_VERSION", "XComReference", "make_preview", "parse_referenc
 #: The value of the ``xcombus_ref`` marker: the reference format's version.
 REFERENCE_VERSION: Final = 1
 _MARKER: Final = "xcombus_ref"
+#: What makes a stored dict a reference (beside the marker): a user value that merely has
+#: an "xcombus_ref" key is not one, and passes through.
+_SHAPE: Final = frozenset({_MARKER, "topic", "partition", "offset", "sha256"})
+_NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class XComReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
@@ -44,14 +48,17 @@ class XComReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     dag_id: str
     run_id: str
     task_id: str
-    map_index: int
+    map_index: Annotated[int, msgspec.Meta(ge=-1)]
     key: str
-    try_number: int
+    try_number: _NonNegative
     topic: str
-    partition: int
-    offset: int
+    partition: _NonNegative
+    offset: _NonNegative
     #: Length of the stored (serialized) bytes carried by the event.
-    size: int
+    size: _NonNegative
+    #: Length of the serialized value itself: ``size`` unless the event carries only an
+    #: object-storage reference to it.
+    value_size: _NonNegative
     #: SHA-256 of those bytes, hex.
     sha256: str
     codec: str
@@ -83,7 +90,7 @@ class XComReference(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     def label(self) -> str:
         """A one-line light form for listings: says it is a reference, shows the preview."""
-        return (f"[xcombus reference: {self.type}, {self.size} bytes, try {self.try_number}, "
+        return (f"[xcombus reference: {self.type}, {self.value_size} bytes, try {self.try_number}, "
                 f"{self.topic}[{self.partition}]@{self.offset}] {self.preview}")
 
     def check(self, record: XComRecord) -> None:
@@ -115,12 +122,15 @@ def parse_reference(stored: Any) -> XComReference | None:
             stored = msgspec.json.decode(text)
         except msgspec.DecodeError:
             return None
-    if type(stored) is not dict or stored.get(_MARKER) is None:
+    if type(stored) is not dict or not stored.keys() >= _SHAPE:
         return None
-    if stored.get(_MARKER) != REFERENCE_VERSION or not stored.keys() >= _REQUIRED:
+    if stored[_MARKER] != REFERENCE_VERSION:
         raise XComSerializationError(
-            f"a stored value looks like an xcombus reference of version {stored.get(_MARKER)!r} "
-            f"that this xcombus cannot read (it reads version {REFERENCE_VERSION}): upgrade xcombus")
+            f"a stored value is an xcombus reference of version {stored[_MARKER]!r}, and this "
+            f"xcombus reads version {REFERENCE_VERSION}: upgrade xcombus where this runs")
+    missing = sorted(_REQUIRED - stored.keys())
+    if missing:
+        raise XComSerializationError(f"a stored xcombus reference lacks {', '.join(missing)}")
     try:
         return msgspec.convert(stored, XComReference)
     except msgspec.ValidationError as exc:

@@ -110,6 +110,18 @@ def xcombus_features():
         _check("retry's progress", ti.xcom_pull(task_ids="flaky", key="progress"), "try-2")
         _check("failed try's key", ti.xcom_pull(task_ids="flaky", key="first_try_only"), None)
 
+    @task.branch
+    def choose() -> str:  # Airflow's scheduler reads this decision from its own table
+        return "left"
+
+    @task
+    def left() -> str:
+        return "taken"
+
+    @task
+    def right() -> str:
+        raise AssertionError("the branch not chosen ran")
+
     @task
     def big() -> str:
         return "x" * BIG
@@ -125,6 +137,7 @@ def xcombus_features():
     explicit_push() >> bash >> explicit_pull()
     after_retry(flaky())
     check_big(big())
+    choose() >> [left(), right()]
 
 
 xcombus_features()

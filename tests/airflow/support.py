@@ -27,10 +27,19 @@ def stored_rows(af: AirflowEnv, dag_id: str, run_id: str) -> list[tuple[str, int
                           "run_id=? ORDER BY task_id, map_index, key", (dag_id, run_id)).fetchall()
 
 
+#: XComs Airflow's scheduler reads from its own table: stored as Airflow stores them.
+CONTROL_KEYS = frozenset({"skipmixin_key"})
+
+
 def references(af: AirflowEnv, dag_id: str, run_id: str) -> dict[tuple[str, int, str], XComReference]:
-    """Every row of the run parsed as a reference (asserting each one is one)."""
+    """Every row of the run parsed as a reference (asserting each one is one), but
+    Airflow's control XComs, which must not be references."""
     out = {}
     for task_id, map_index, key, raw in stored_rows(af, dag_id, run_id):
+        if key in CONTROL_KEYS:
+            stored = json.loads(raw)
+            assert parse_reference(stored) is None, f"{task_id}.{key} became a reference"
+            continue
         stored = json.loads(raw) if af.major >= 3 else raw  # 3.x: JSON text; 2.x: JSON bytes
         ref = parse_reference(stored)
         assert ref is not None, f"{task_id}[{map_index}].{key} holds {raw!r:.200}, not a reference"

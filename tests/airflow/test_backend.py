@@ -35,8 +35,9 @@ try:
     import airflow.sdk.bases.xcom
     from airflow.sdk.execution_time.comms import XComResult
     AF3 = True
-    def stored(value):  # what Airflow 3 hands over: XComResult(key, value)
-        return XComResult(key="k", value=value)
+    def stored(value):  # what Airflow 3 hands over: XComResult(key, value), under its key
+        key = value.get("key", "k") if isinstance(value, dict) else "k"
+        return XComResult(key=key, value=value)
     def as_stored(returned):  # what serialize_value returned, as the API would store it
         return stored(json.loads(json.dumps(returned)))
 except ImportError:
@@ -215,3 +216,95 @@ def test_misconfiguration_fails_the_task_with_what_to_set(airflow: AirflowEnv, t
     assert done.returncode != 0, f"the DAG succeeded despite the {problem}:\n{tail(output)}"
     assert expected in output, tail(output)
     print(f"{problem}: failed in {time.monotonic() - started:.1f}s")
+
+
+def test_threads_share_one_connection_and_forged_references_are_refused(
+        airflow: AirflowEnv, topic: Settings, tmp_path: Path) -> None:
+    """Several threads pushing at first use share one started connection; a reference stored
+    under another XCom, or naming another topic, is refused; purging a reference that names
+    another task instance clears nothing; after close, calls fail at once."""
+    settings = topic.replace(view_path=str(tmp_path / "none.db"))
+    code = """
+import threading
+from xcombus.airflow import _runtime
+from xcombus.errors import XComClosedError, XComSerializationError
+errors, refs = [], []
+def push(i):
+    try:
+        refs.append(XComBusBackend.serialize_value(i, key=f"k{i}", dag_id="d", run_id="r",
+                                                   task_id="t", map_index=-1))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=push, args=(i,)) for i in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors and len(refs) == 6, errors
+
+mine = XComBusBackend.serialize_value("secret", key="other", dag_id="d", run_id="r", task_id="t",
+                                      map_index=-1)
+raw = dict(mine) if AF3 else json.loads(mine)
+elsewhere = {**raw, "topic": "some.other.topic"}
+for forged, expected in ((elsewhere, "another topic"),):
+    try:
+        XComBusBackend.deserialize_value(stored(forged))
+    except XComSerializationError as exc:
+        assert expected in str(exc), exc
+    else:
+        raise AssertionError("a reference to another topic was resolved")
+if AF3:  # Airflow 3 says under which key it read the value
+    from airflow.sdk.execution_time.comms import XComResult
+    try:
+        XComBusBackend.deserialize_value(XComResult(key="innocent", value=raw))
+    except XComSerializationError as exc:
+        assert "refusing to read another XCom" in str(exc), exc
+    else:
+        raise AssertionError("a reference stored under another key was resolved")
+else:  # Airflow 2.10's rows name their task instance
+    class Row2:
+        dag_id, run_id, task_id, map_index, value = "d", "r", "victim", -1, mine
+    try:
+        XComBusBackend.deserialize_value(Row2())
+    except XComSerializationError as exc:
+        assert "refusing to read another XCom" in str(exc), exc
+    else:
+        raise AssertionError("a reference stored under another task was resolved")
+    # Purging it from the victim's row clears nothing (the reference names task t).
+    XComBusBackend.purge(Row2(), None)
+rt = _runtime()
+print("RESULT", json.dumps({"clears": rt.counts["clears"], "pushes": rt.counts["pushes"]}))
+rt.close()
+rt.close()  # twice: nothing happens
+try:
+    XComBusBackend.serialize_value(1, key="late", dag_id="d", run_id="r", task_id="t", map_index=-1)
+except XComClosedError:
+    print("CLOSED")
+"""
+    out = _python(airflow, code, airflow.env(settings))
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert result == {"clears": 0, "pushes": 7}, result
+    assert "CLOSED" in out
+    assert out.count("xcombus: publishing XComs to topic") <= 1
+
+
+def test_values_only_airflow_can_serialize_still_follow_the_offload(
+        airflow: AirflowEnv, topic: Settings, tmp_path: Path) -> None:
+    """4.6 MB of pendulum datetimes (xcombus's codec refuses the type): written with Airflow's
+    serde *and* offloaded to object storage, then read back exactly."""
+    objects = tmp_path / "objects"
+    settings = topic.replace(view_path=str(tmp_path / "none.db"),
+                             xcom_backend="xcombus.backends.ObjectStorageXCom",
+                             object_storage_path=str(objects), object_storage_threshold=65536)
+    code = """
+import pendulum
+value = [pendulum.datetime(2026, 1, 1, tz="UTC").add(minutes=i) for i in range(20_000)]
+ref = XComBusBackend.serialize_value(value, key="times", dag_id="d", run_id="r", task_id="t",
+                                     map_index=-1)
+back = XComBusBackend.deserialize_value(as_stored(ref))
+assert back == value and isinstance(back[0], pendulum.DateTime)
+print("RESULT", json.dumps(ref if AF3 else json.loads(ref)))
+"""
+    out = _python(airflow, code, airflow.env(settings))
+    ref = parse_reference(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    assert ref is not None and ref.codec == "airflow-serde/1"
+    assert ref.size < 1024 < 1_000_000 < ref.value_size  # the event carries a pointer only
+    assert len(list(objects.rglob("*.json"))) == 1

@@ -5,6 +5,7 @@ read the local view) and without one (pulls fetch the record from the topic)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -66,6 +67,16 @@ def _check_run(af: AirflowEnv, settings: Settings, output: str) -> dict:
         ("push", 1, "try-1"), ("clear", 2, None), ("push", 2, "try-2")]
     gone = asyncio.run(history(settings, DAG, run_id, "flaky", "first_try_only"))
     assert [(e.kind, e.try_number) for e in gone] == [("push", 1), ("clear", 2)]
+    # The branch decision stays readable by Airflow's scheduler (its own form), and the
+    # branch not chosen was skipped; the decision is on the topic too, for the audit.
+    (stored,) = [raw for t, _m, k, raw in rows if (t, k) == ("choose", "skipmixin_key")]
+    assert json.loads(stored) == {"followed": ["left"]}
+    with sqlite3.connect(af.db) as db:
+        states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id=? AND "
+                                 "task_id IN ('left', 'right')", (run_id,)).fetchall())
+    assert states == {"left": "success", "right": "skipped"}
+    decided = asyncio.run(history(settings, DAG, run_id, "choose", "skipmixin_key"))
+    assert [(e.kind, e.value) for e in decided] == [("push", {"followed": ["left"]})]
     # The run's logical date travels with every push.
     with sqlite3.connect(af.db) as db:
         column = "logical_date" if af.major >= 3 else "execution_date"

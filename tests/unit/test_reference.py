@@ -18,7 +18,7 @@ def _ref(**changes: object) -> XComReference:
     data = b'{"rows":42}'
     fields = dict(dag_id="etl", run_id="manual__1", task_id="extract", map_index=-1,
                   key="return_value", try_number=1, topic="xcombus.xcom", partition=3, offset=17,
-                  size=len(data), sha256=hashlib.sha256(data).hexdigest(), codec="msgspec-json/1",
+                  size=len(data), value_size=len(data), sha256=hashlib.sha256(data).hexdigest(), codec="msgspec-json/1",
                   type="dict", preview="{'rows': 42}")
     fields.update(changes)
     return XComReference(**fields)  # type: ignore[arg-type]
@@ -40,21 +40,26 @@ def test_the_same_reference_parses_from_airflow3s_value_and_airflow2s_bytes() ->
     assert ref.to_builtins()["xcombus_ref"] == 1
 
 
-@pytest.mark.parametrize("value", [None, 42, "plain", [1, 2], {"from": "api"}, b'{"a": 1}',
-                                   b"\xff\xfe not json", '{"xcombus_ref" broken', {"xcombus_ref": None}])
+@pytest.mark.parametrize("value", [
+    None, 42, "plain", [1, 2], {"from": "api"}, b'{"a": 1}', b"\xff\xfe not json",
+    '{"xcombus_ref" broken', {"xcombus_ref": None},
+    # a user's own value that merely has the marker is not a reference: it passes through
+    {"xcombus_ref": 1, "note": "user data"}, b'{"xcombus_ref": 1, "note": "user data"}'])
 def test_values_that_are_not_references_are_none(value: object) -> None:
     assert parse_reference(value) is None
 
 
 def test_a_reference_of_an_unknown_version_or_shape_is_refused_not_passed_through() -> None:
-    with pytest.raises(XComSerializationError, match="version 2"):
+    with pytest.raises(XComSerializationError, match="version 2, and this xcombus reads version 1"):
         parse_reference({**_ref().to_builtins(), "xcombus_ref": 2})
     broken = _ref().to_builtins()
-    del broken["offset"]
-    with pytest.raises(XComSerializationError, match="cannot read"):
+    del broken["codec"]
+    with pytest.raises(XComSerializationError, match="lacks codec"):
         parse_reference(broken)
     with pytest.raises(XComSerializationError, match="malformed"):
         parse_reference({**_ref().to_builtins(), "offset": "seventeen"})
+    with pytest.raises(XComSerializationError, match="malformed"):  # positions are never negative
+        parse_reference({**_ref().to_builtins(), "offset": -1})
 
 
 def test_unknown_extra_fields_are_ignored_for_forward_compatibility() -> None:
@@ -75,6 +80,8 @@ def test_check_accepts_exactly_the_referenced_version() -> None:
 def test_the_label_says_it_is_a_reference_and_shows_the_preview() -> None:
     label = _ref().label()
     assert label.startswith("[xcombus reference: dict, 11 bytes, try 1, xcombus.xcom[3]@17]")
+    # An offloaded value: the label shows the value's size, not its pointer's.
+    assert _ref(value_size=2_000_000).label().startswith("[xcombus reference: dict, 2000000 bytes")
     assert label.endswith("{'rows': 42}")
 
 
