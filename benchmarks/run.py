@@ -3,11 +3,19 @@
     pip install -e '.[bench]'
     python benchmarks/run.py            # the issue's sizes (1,000,000-event backlog), 5 + 3 repeats
     python benchmarks/run.py --quick    # 100,000-event backlog, 1 repeat, results elsewhere
+    python benchmarks/run.py --airflow  # only the comparison inside Apache Airflow 3.3 (~20 min;
+                                        # with --quick ~5 min): benchmarks/bench_airflow.py
 
 The broker is ``XCOMBUS_BOOTSTRAP_SERVERS`` when set; otherwise a local broker
 (:class:`xcombus.broker.LocalBroker`, port 29092, a temporary home) is started and stopped at
 the end. Raw results go to ``benchmarks/results/latest.json``; ``benchmarks/report.py``
 renders them into the markdown report and the PNG plots.
+
+``--airflow`` runs ``benchmarks/bench_airflow.py`` instead of the suite (the same DAGs under
+Airflow 3.3's default XCom backend, the common-io object-storage backend and xcombus; its
+own broker on port 39092 unless ``XCOMBUS_BOOTSTRAP_SERVERS`` is set), writes
+``benchmarks/results/airflow.json`` and re-renders the report, whose "Inside Apache Airflow
+3.3" section comes from that file.
 """
 
 from __future__ import annotations
@@ -180,6 +188,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="the markdown report (default docs/benchmarks.md)")
     parser.add_argument("--img", type=Path, help="where the PNG plots go (default docs/img)")
     parser.add_argument("--json", type=Path, help="raw results (default benchmarks/results/latest.json)")
+    parser.add_argument("--airflow", action="store_true",
+                        help="run only the comparison inside Apache Airflow 3.3 "
+                             "(benchmarks/bench_airflow.py; --quick passes on) and re-render the report")
     parser.add_argument("--broker-port", type=int, default=LOCAL_PORT,
                         help=f"port of the local broker when one is started (default {LOCAL_PORT})")
     args = parser.parse_args(argv)
@@ -215,8 +226,23 @@ def _code_version() -> str:
     return f"{commit} + uncommitted changes" if dirty else commit
 
 
+def run_airflow(args: argparse.Namespace) -> None:
+    """The Airflow comparison alone, then the report re-rendered with it."""
+    import bench_airflow
+
+    bench_airflow.main(["--quick"] if args.quick else [])
+    if args.json.exists():
+        report.render(args.json, args.out, args.img)
+        print(f"re-rendered {args.out} with the Airflow section")
+    else:
+        print(f"{args.json} does not exist yet: run the suite once to render {args.out}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.airflow:
+        run_airflow(args)
+        return
     # aiokafka warns while a fresh topic's partitions elect their leader (the first pushes
     # retry); that happens in the untimed pushes and is not worth a screenful per figure.
     logging.basicConfig(level=logging.WARNING)
