@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+import types
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -97,7 +97,7 @@ AIRFLOW_CONTROL_KEYS: frozenset[str] = frozenset({"skipmixin_key"})
 _deleting = threading.local()
 
 
-class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
+class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc]
     """Airflow's ``[core] xcom_backend`` that publishes every XCom to the xcombus topic."""
 
     @classmethod
@@ -160,9 +160,10 @@ class XComBusBackend(_AirflowBaseXCom):  # type: ignore[misc, valid-type]
         if ref is None:
             return
         owner: TaskInstanceKey | None = getattr(_deleting, "ti", None)  # Airflow 3
-        identity = tuple(getattr(xcom, name, None) for name in ("dag_id", "run_id", "task_id", "map_index"))
-        if None not in identity:  # Airflow 2.10 passes its row, which names the task instance
-            owner = TaskInstanceKey(*identity)
+        dag_id, run_id, task_id, map_index = (
+            getattr(xcom, name, None) for name in ("dag_id", "run_id", "task_id", "map_index"))
+        if isinstance(map_index, int) and None not in (dag_id, run_id, task_id):
+            owner = TaskInstanceKey(str(dag_id), str(run_id), str(task_id), map_index)  # 2.10's row
         if owner is not None and ref.ti != owner:
             log.warning("xcombus: the XCom %r of %s holds a reference to %s: not clearing another "
                         "task instance (a reference written by hand?)", ref.key, tuple(owner), ref.where)
@@ -187,8 +188,9 @@ def _check_row(ref: XComReference, result: Any) -> None:
 class _Runtime:
     """Everything one process needs to push and pull, started lazily and reused.
 
-    Airflow calls the backend synchronously (possibly from several threads), so the async
-    bus runs on an event loop in a daemon thread of its own; callers block on it with a bound.
+    Airflow calls the backend synchronously (possibly from several threads): the async bus
+    lives on one event loop that the calling thread runs for the length of each call, one
+    thread at a time, within a bound.
     """
 
     def __init__(self) -> None:
@@ -201,11 +203,11 @@ class _Runtime:
         self._lock = threading.Lock()  # the loop, the fetcher, the counters
         self._start_lock = threading.Lock()  # held while the bus connects
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._bus: XComBus | None = None
         self._fetcher: EventFetcher | None = None
         self._reader: ViewReader | None = None
         self._reader_lock = threading.Lock()
+        self._drive_lock = threading.Lock()  # one thread runs the loop at a time
         self._closed = False
         #: task instance -> offset of the last clear this process published for it.
         self._cleared: dict[TaskInstanceKey, int] = {}
@@ -221,29 +223,53 @@ class _Runtime:
         with self._lock:
             self.counts[name] += 1
 
-    # -- the loop thread
+    # -- the loop
     def _call(self, make: Any, bound: float | None = None) -> Any:
-        """Run ``make()`` (a coroutine) on the runtime's loop and wait for it, bounded."""
-        loop = self._ensure_loop()
-        coro: Coroutine[Any, Any, Any] = make()
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        """Run ``make()`` (a coroutine) on the runtime's loop, driven by the calling thread,
+        and return its result, bounded.
+
+        The calling thread runs the loop itself rather than handing the coroutine to a loop
+        thread: every push waits for the broker, and each cross-thread hand-off adds a wake-up
+        on both sides of that wait. Nothing runs on the loop between calls, which suits a
+        producer that only ever waits for its own requests.
+        """
         bound = self._bound if bound is None else bound
-        try:
-            return future.result(bound)
-        except TimeoutError:
-            future.cancel()
-            raise XComTimeoutError(f"xcombus did not answer within {bound:g}s") from None
+        loop = self._ensure_loop()
+
+        async def bounded() -> Any:
+            async with asyncio.timeout(bound):
+                return await make()
+
+        if asyncio._get_running_loop() is None:
+            outcome = self._drive(loop, bounded)
+        else:  # async code blocking its own loop on a sync Airflow call: drive ours elsewhere
+            box: list[Any] = []
+            worker = threading.Thread(target=lambda: box.append(self._drive(loop, bounded)),
+                                      name="xcombus-airflow")
+            worker.start()
+            worker.join()
+            outcome = box[0]
+        if isinstance(outcome, _Failed):
+            error = outcome.error
+            if isinstance(error, TimeoutError) and not isinstance(error, XComBusError):
+                raise XComTimeoutError(f"xcombus did not answer within {bound:g}s") from None
+            raise error
+        return outcome
+
+    def _drive(self, loop: asyncio.AbstractEventLoop, bounded: Any) -> Any:
+        """Run ``loop`` in this thread until ``bounded()`` is done; one thread at a time."""
+        with self._drive_lock:
+            try:
+                return loop.run_until_complete(bounded())
+            except Exception as exc:  # re-raised by _call, in the caller's thread
+                return _Failed(exc)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._closed:
                 raise XComClosedError("xcombus was closed in this process (it is exiting)")
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="xcombus-airflow",
-                                          daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
+                self._loop = asyncio.new_event_loop()
                 atexit.register(self.close)
             return self._loop
 
@@ -285,10 +311,10 @@ class _Runtime:
             preview=make_preview(value, self.settings.preview_bytes))
 
     def _serialize(self, ti: TaskInstanceKey, key: str, value: Any) -> tuple[bytes, str]:
-        identity = {"key": key, "task_id": ti.task_id, "dag_id": ti.dag_id, "run_id": ti.run_id,
-                    "map_index": ti.map_index}
+        codec = self.codec
         try:
-            return self.codec.serialize_value(value, **identity), self.codec.codec
+            return codec.serialize_value(value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                                         run_id=ti.run_id, map_index=ti.map_index), codec.codec
         except XComUnsupportedTypeError as refused:
             # An unchanged DAG may push what Airflow's serde handles and xcombus's codec
             # does not (pendulum datetimes, numpy scalars, pydantic models...): keep it
@@ -307,7 +333,8 @@ class _Runtime:
                 self._airflow_serde_types.add(kind)
                 log.info("xcombus: %s values are written with Airflow's serde (codec %s): %s",
                          kind, AIRFLOW_SERDE_CODEC, refused)
-            return self.codec.offload(raw, **identity), AIRFLOW_SERDE_CODEC
+            return codec.offload(raw, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                                 run_id=ti.run_id, map_index=ti.map_index), AIRFLOW_SERDE_CODEC
 
     # -- clear
     def clear(self, ref: XComReference) -> None:
@@ -409,7 +436,7 @@ class _Runtime:
             if self._closed or os.getpid() != self.pid:
                 return
             self._closed = True
-            loop, thread = self._loop, self._thread
+            loop = self._loop
         if loop is None:
             return
         bus, fetcher = self._bus, self._fetcher
@@ -424,21 +451,33 @@ class _Runtime:
 
         log.info("xcombus: %(pushes)d pushes, %(clears)d clears, %(view_reads)d reads from the "
                  "view, %(topic_reads)d records fetched from the topic", self.counts)
+        bound = self.settings.push_timeout + self.settings.connect_timeout
         try:
-            bound = self.settings.push_timeout + self.settings.connect_timeout
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(bound)
+            if self._drive_lock.acquire(timeout=bound):  # a stuck thread must not hang the exit
+                try:
+                    loop.run_until_complete(asyncio.wait_for(shutdown(), bound))
+                    loop.close()
+                finally:
+                    self._drive_lock.release()
+            else:
+                log.warning("xcombus: another thread kept the connection to Kafka busy for %gs "
+                            "at exit: closing without flushing it", bound)
         except Exception:
             log.exception("xcombus: closing the connection to Kafka failed")
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(5)
-            if not thread or not thread.is_alive():
-                loop.close()
             with self._reader_lock:
                 if self._reader is not None:
                     self._reader.close()
                     self._reader = None
+
+
+class _Failed:
+    """An exception raised on the loop, carried back to the calling thread."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _value_size(data: bytes) -> int:
@@ -456,7 +495,8 @@ _current: _Runtime | None = None
 
 
 def _runtime() -> _Runtime:
-    """This process's runtime (a forked child gets its own: threads do not survive fork)."""
+    """This process's runtime (a forked child gets its own: it must not share the parent's
+    connections)."""
     global _current
     rt = _current
     if rt is not None and rt.pid == os.getpid():
@@ -493,7 +533,7 @@ def _find_ti(ti: TaskInstanceKey) -> Any:
     and ``airflow dags test`` runs every task in one process (so AIRFLOW_CTX_* may belong
     to the previous task): the caller's frames hold the task instance in every case.
     """
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     for _ in range(100):
         if frame is None:
             break

@@ -286,6 +286,44 @@ except XComClosedError:
     assert out.count("xcombus: publishing XComs to topic") <= 1
 
 
+def test_pushes_from_async_code_and_forked_children_resolve(
+        airflow: AirflowEnv, topic: Settings, tmp_path: Path) -> None:
+    """The calling thread drives the runtime's loop: a push from inside a running event loop
+    (async code calling Airflow's sync API) and a push from a child forked after pushing both
+    publish and resolve; the parent's connection keeps working after the fork."""
+    settings = topic.replace(view_path=str(tmp_path / "none.db"))
+    code = """
+import asyncio, os
+def push(value, key):
+    return XComBusBackend.serialize_value(value, key=key, dag_id="d", run_id="r", task_id="t",
+                                          map_index=-1)
+def pull(returned):
+    return XComBusBackend.deserialize_value(as_stored(returned))
+first = push({"n": 1}, "before")
+async def inside_a_loop():
+    return push({"n": 2}, "async")  # blocks this loop: xcombus's must run elsewhere
+from_async = asyncio.run(inside_a_loop())
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        child = push({"n": 3}, "child")
+        os.write(w, json.dumps([child if AF3 else child.decode(), pull(child)]).encode())
+    finally:
+        os._exit(0)
+os.close(w)
+child, child_pulled = json.loads(os.read(r, 65536))
+os.waitpid(pid, 0)
+if not AF3:
+    child = child.encode()
+after = push({"n": 4}, "after")
+print("RESULT", json.dumps([pull(first), pull(from_async), child_pulled, pull(child), pull(after)]))
+"""
+    out = _python(airflow, code, airflow.env(settings))
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert result == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 3}, {"n": 4}], result
+
+
 def test_values_only_airflow_can_serialize_still_follow_the_offload(
         airflow: AirflowEnv, topic: Settings, tmp_path: Path) -> None:
     """4.6 MB of pendulum datetimes (xcombus's codec refuses the type): written with Airflow's
