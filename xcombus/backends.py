@@ -124,10 +124,11 @@ def airflow_serde_loads(result: XComRecord) -> Any:
     """Rebuild a value written with :data:`AIRFLOW_SERDE_CODEC`, with Airflow's own serde
     (and its ``allowed_deserialization_classes``)."""
     try:
-        from airflow.sdk.serde import deserialize  # Airflow 3
+        from airflow.sdk.serde import deserialize  # type: ignore[import-not-found, unused-ignore]  # Airflow 3
     except ImportError:
         try:
-            from airflow.utils.json import XComDecoder  # Airflow 2
+            # Airflow 2
+            from airflow.utils.json import XComDecoder  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             raise XComSerializationError(
                 f"{_where(result)} was written by Apache Airflow's serializer (codec "
@@ -236,13 +237,16 @@ class ObjectRef(msgspec.Struct, frozen=True):
 
     @classmethod
     def is_ref(cls, tree: Any) -> bool:
+        """Whether a decoded JSON value is a reference (not an inline value)."""
         return type(tree) is dict and tree.get(TAG) == cls.TAG
 
     def to_bytes(self) -> bytes:
+        """The reference as the stored value (tagged JSON)."""
         return msgspec.json.encode({TAG: self.TAG, VALUE: self})
 
     @classmethod
     def from_tree(cls, tree: dict[str, Any]) -> ObjectRef:
+        """The reference inside a decoded value that :meth:`is_ref` accepted."""
         return msgspec.convert(tree[VALUE], cls)
 
 
@@ -339,7 +343,7 @@ class ObjectStorageXCom(MsgspecXCom):
         ours: under the configured base and named like the objects this backend writes.
         (Anyone who can write to the topic could otherwise make readers read, and the
         materializer delete, any file.)"""
-        path = cls._fs._strip_protocol(ref.url)
+        path: str = cls._fs._strip_protocol(ref.url)
         if not (cls._inside_base(path) and _OBJECT_NAME.fullmatch(posixpath.basename(path))):
             raise XComSerializationError(
                 f"refusing object reference {ref.url!r}: not an object of {cls._base!r}")
@@ -348,7 +352,7 @@ class ObjectStorageXCom(MsgspecXCom):
     @classmethod
     def serialize_value(cls, value: Any, *, key: str | None = None, task_id: str | None = None,
                         dag_id: str | None = None, run_id: str | None = None,
-                        map_index: int | None = None) -> bytes:
+                        map_index: int | None = None, **_: Any) -> bytes:
         return cls.offload(super().serialize_value(value, key=key), key=key, task_id=task_id,
                            dag_id=dag_id, run_id=run_id, map_index=map_index)
 
@@ -430,6 +434,7 @@ class ObjectStorageXCom(MsgspecXCom):
 
     @classmethod
     def purge(cls, result: XComRecord) -> None:
+        """Delete the record's object from storage (inline values have none)."""
         ref = cls.reference(result)
         if ref is not None:
             path = cls._local_path(ref)

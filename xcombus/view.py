@@ -33,7 +33,8 @@ from urllib.parse import quote
 import aiosqlite
 
 from ._writer_child import Refused, prepare
-from .errors import XComQueryError, XComViewError, XComViewLockedError
+from .errors import ViewNotReadyError, XComQueryError, XComViewError, XComViewLockedError
+from .limits import MAX_PAGE
 from .records import XComRecord
 
 __all__ = ["DeadLetter", "ViewBatch", "ViewNotReadyError", "ViewReader", "ViewWriter", "acquire_write_lock",
@@ -351,8 +352,6 @@ class ViewWriter:
             os.close(fd)
 
 
-#: Largest page a listing returns.
-MAX_PAGE = 10_000
 _ORDERS = {
     "identity": ("dag_id", "run_id", "task_id", "map_index", "key"),
     "timestamp": ("timestamp", "dag_id", "run_id", "task_id", "map_index", "key"),
@@ -361,11 +360,6 @@ _ORDERS = {
 
 def _record(row: Sequence[Any]) -> XComRecord:
     return XComRecord(*row)
-
-
-class ViewNotReadyError(XComViewError):
-    """The view file (or its tables) does not exist yet: a materializer starting up creates
-    them, so a bounded wait (read-your-writes) keeps polling instead of failing."""
 
 
 class ViewReader:
@@ -517,7 +511,7 @@ class ViewReader:
             params.append(filters["until"])
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
-    def list(self, *, dag_id: str | None = None, run_id: str | None = None,
+    def entries(self, *, dag_id: str | None = None, run_id: str | None = None,
              task_id: str | None = None, key: str | None = None, map_index: int | None = None,
              since: int | None = None, until: int | None = None, order_by: str = "identity",
              descending: bool = False, limit: int = 100, offset: int = 0) -> list[XComRecord]:
@@ -569,4 +563,5 @@ class ViewReader:
         return [DeadLetter(*r) for r in rows]
 
     def close(self) -> None:
+        """Close the read-only connection."""
         self._db.close()
