@@ -131,21 +131,21 @@ def airflow_serde_loads(result: XComRecord) -> Any:
             from airflow.utils.json import XComDecoder  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             raise XComSerializationError(
-                f"{_where(result)} was written by Apache Airflow's serializer (codec "
+                f"{_xcom_name(result)} was written by Apache Airflow's serializer (codec "
                 f"{AIRFLOW_SERDE_CODEC}): read it where apache-airflow is installed") from None
         try:
             return json.loads(result.value, cls=XComDecoder)
         except (ValueError, TypeError, ImportError) as exc:
-            raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's "
+            raise XComSerializationError(f"cannot deserialize {_xcom_name(result)} with Airflow's "
                                          f"serde: {exc}") from exc
     try:
         return deserialize(json.loads(result.value))
     except (ValueError, TypeError, ImportError, KeyError, AttributeError) as exc:
-        raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's serde: "
+        raise XComSerializationError(f"cannot deserialize {_xcom_name(result)} with Airflow's serde: "
                                      f"{exc}") from exc
 
 
-def _where(result: XComRecord) -> str:
+def _xcom_name(result: XComRecord) -> str:
     return (f"XCom {result.key!r} of {result.dag_id}/{result.run_id}/{result.task_id}"
             f"[{result.map_index}]")
 
@@ -189,19 +189,19 @@ class MsgspecXCom(BaseXCom):
     def _tree(cls, result: XComRecord) -> Any:
         if not cls.can_read(result.codec):
             raise XComSerializationError(
-                f"{_where(result)} was written with codec {result.codec!r}, which "
+                f"{_xcom_name(result)} was written with codec {result.codec!r}, which "
                 f"{cls.__name__} cannot read: configure the backend that wrote it")
         try:
             return msgspec.json.decode(result.value)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise XComSerializationError(f"{_where(result)} is not valid JSON: {exc}") from None
+            raise XComSerializationError(f"{_xcom_name(result)} is not valid JSON: {exc}") from None
 
     @classmethod
     def _rebuild(cls, result: XComRecord, tree: Any) -> Any:
         try:
             return cls._serde.from_builtins(tree)
         except SerdeError as exc:
-            raise XComSerializationError(f"cannot deserialize {_where(result)}: {exc}") from None
+            raise XComSerializationError(f"cannot deserialize {_xcom_name(result)}: {exc}") from None
 
     @classmethod
     def orm_deserialize_value(cls, result: XComRecord) -> Any:
@@ -214,7 +214,7 @@ class MsgspecXCom(BaseXCom):
         tree = cls._tree(result)
         if ObjectRef.is_ref(tree):
             raise XComSerializationError(
-                f"{_where(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
+                f"{_xcom_name(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
                 "xcombus.backends.ObjectStorageXCom to read it")
         if result.codec == AIRFLOW_SERDE_CODEC:
             return airflow_serde_loads(result)
@@ -392,20 +392,20 @@ class ObjectStorageXCom(MsgspecXCom):
                 blob = f.read()
         except FileNotFoundError as exc:
             raise XComNotFoundError(
-                f"the payload of {_where(result)} is missing from object storage ({ref.url}): "
+                f"the payload of {_xcom_name(result)} is missing from object storage ({ref.url}): "
                 "it was purged or deleted by hand") from exc
         except OSError as exc:
-            raise XComSerializationError(f"cannot read {ref.url} for {_where(result)}: {exc}") from exc
+            raise XComSerializationError(f"cannot read {ref.url} for {_xcom_name(result)}: {exc}") from exc
         data = cls._decompress(blob, ref.compression)
         if hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise XComSerializationError(f"the payload of {_where(result)} at {ref.url} is corrupt "
+            raise XComSerializationError(f"the payload of {_xcom_name(result)} at {ref.url} is corrupt "
                                          "(its SHA-256 does not match the reference)")
         if result.codec == AIRFLOW_SERDE_CODEC:  # Airflow's serde wrote the payload
             return airflow_serde_loads(result._replace(value=data))
         try:
             tree = msgspec.json.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise XComSerializationError(f"the payload of {_where(result)} is not JSON: {exc}") from None
+            raise XComSerializationError(f"the payload of {_xcom_name(result)} is not JSON: {exc}") from None
         return cls._rebuild(result, tree)
 
     @classmethod

@@ -496,7 +496,7 @@ class ViewReader:
         return rows[0][0] if rows else None
 
     @staticmethod
-    def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _filter_clause(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         where, params = [], []
         for column in ("dag_id", "run_id", "task_id", "map_index", "key"):
             value = filters.get(column)
@@ -522,7 +522,7 @@ class ViewReader:
             raise XComQueryError(f"order_by must be one of {sorted(_ORDERS)}, not {order_by!r}")
         if not 0 < limit <= MAX_PAGE or offset < 0:
             raise XComQueryError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
-        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+        where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                          map_index=map_index, since=since, until=until))
         direction = " DESC" if descending else ""
         order = ", ".join(c + direction for c in columns)
@@ -533,7 +533,7 @@ class ViewReader:
               task_id: str | None = None, key: str | None = None, map_index: int | None = None,
               since: int | None = None, until: int | None = None) -> int:
         """How many XComs match the filters (what a pager shows as the total)."""
-        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+        where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                          map_index=map_index, since=since, until=until))
         return int(self._query(f"SELECT count(*) FROM xcom{where}", params)[0][0])
 
