@@ -18,7 +18,7 @@ from typing import Any
 
 from xcombus import Settings
 from xcombus.broker import KAFKA_VERSION
-from xcombus.watermarks import EndOffsets
+from xcombus.consistency import EndOffsets
 
 REPO = Path(__file__).resolve().parent.parent
 DAG, RUN = "bench_dag", "manual__2026-01-01T00:00:00+00:00"

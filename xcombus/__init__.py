@@ -6,18 +6,20 @@
         value = await ti.xcom_pull(task_ids="extract")
 
 Data flows one way: task -> producer -> topic -> materializer -> SQLite view -> pull.
+Lower layers stay in their modules (``xcombus.view.ViewReader``, ``xcombus.backends.ObjectRef``).
 """
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time they load lazily
-    from .backends import BaseXCom, MsgspecXCom, ObjectRef, ObjectStorageXCom, load_backend
-    from .bus import NOTSET, TaskInstance, XComBus
+    from .backends import BaseXCom, MsgspecXCom, ObjectStorageXCom, load_backend
+    from .bus import TaskInstance, XComBus
     from .errors import (
         XComBrokerError,
         XComBusError,
         XComClosedError,
         XComConfigError,
+        XComConnectTimeoutError,
         XComIdentifierError,
         XComNotFoundError,
         XComPublishError,
@@ -30,22 +32,24 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time th
         XComViewLockedError,
     )
     from .events import TaskInstanceKey
-    from .lookup import DagRunSummary, TaskInstanceSummary, XComEntry, XComLookup
+    from .lookup import DagRunSummary, DagSummary, TaskInstanceSummary, Values, XComEntry, XComLookup
     from .materialize import Materializer
+    from .pull_rules import NOTSET, NotSet
     from .records import Receipt, XComRecord
-    from .settings import Settings
+    from .settings import Consistency, Settings
     from .taskflow import SyncTaskInstance, SyncXComBus, Task, current_task_instance, task
-    from .view import ViewReader
 
 #: Where each public name lives. Importing ``xcombus`` loads nothing else: a process
 #: (every Airflow component imports ``xcombus.airflow``) pays only for what it uses.
 _LAZY: dict[str, str] = {
     "BaseXCom": "backends",
+    "Consistency": "settings",
     "DagRunSummary": "lookup",
+    "DagSummary": "lookup",
     "Materializer": "materialize",
     "MsgspecXCom": "backends",
-    "NOTSET": "bus",
-    "ObjectRef": "backends",
+    "NOTSET": "pull_rules",
+    "NotSet": "pull_rules",
     "ObjectStorageXCom": "backends",
     "Receipt": "records",
     "Settings": "settings",
@@ -55,12 +59,13 @@ _LAZY: dict[str, str] = {
     "TaskInstance": "bus",
     "TaskInstanceKey": "events",
     "TaskInstanceSummary": "lookup",
-    "ViewReader": "view",
+    "Values": "lookup",
     "XComBrokerError": "errors",
     "XComBus": "bus",
     "XComBusError": "errors",
     "XComClosedError": "errors",
     "XComConfigError": "errors",
+    "XComConnectTimeoutError": "errors",
     "XComEntry": "lookup",
     "XComIdentifierError": "errors",
     "XComLookup": "lookup",
@@ -81,11 +86,13 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "BaseXCom",
+    "Consistency",
     "DagRunSummary",
+    "DagSummary",
     "Materializer",
     "MsgspecXCom",
     "NOTSET",
-    "ObjectRef",
+    "NotSet",
     "ObjectStorageXCom",
     "Receipt",
     "Settings",
@@ -95,12 +102,13 @@ __all__ = [
     "TaskInstance",
     "TaskInstanceKey",
     "TaskInstanceSummary",
-    "ViewReader",
+    "Values",
     "XComBrokerError",
     "XComBus",
     "XComBusError",
     "XComClosedError",
     "XComConfigError",
+    "XComConnectTimeoutError",
     "XComEntry",
     "XComIdentifierError",
     "XComLookup",
@@ -119,19 +127,22 @@ __all__ = [
     "task",
 ]
 
-__version__ = "0.1.0"
-
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xcombus' has no attribute {name!r}")
-    from importlib import import_module
+    if name == "__version__":  # from the installed metadata: one source, pyproject.toml
+        from importlib.metadata import version
 
-    value = getattr(import_module(f".{module}", __name__), name)
+        value: Any = version(__name__)
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'xcombus' has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # looked up once
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted([*globals(), *__all__, "__version__"])

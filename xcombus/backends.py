@@ -124,27 +124,28 @@ def airflow_serde_loads(result: XComRecord) -> Any:
     """Rebuild a value written with :data:`AIRFLOW_SERDE_CODEC`, with Airflow's own serde
     (and its ``allowed_deserialization_classes``)."""
     try:
-        from airflow.sdk.serde import deserialize  # Airflow 3
+        from airflow.sdk.serde import deserialize  # type: ignore[import-not-found, unused-ignore]  # Airflow 3
     except ImportError:
         try:
-            from airflow.utils.json import XComDecoder  # Airflow 2
+            # Airflow 2
+            from airflow.utils.json import XComDecoder  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             raise XComSerializationError(
-                f"{_where(result)} was written by Apache Airflow's serializer (codec "
+                f"{_xcom_name(result)} was written by Apache Airflow's serializer (codec "
                 f"{AIRFLOW_SERDE_CODEC}): read it where apache-airflow is installed") from None
         try:
             return json.loads(result.value, cls=XComDecoder)
         except (ValueError, TypeError, ImportError) as exc:
-            raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's "
+            raise XComSerializationError(f"cannot deserialize {_xcom_name(result)} with Airflow's "
                                          f"serde: {exc}") from exc
     try:
         return deserialize(json.loads(result.value))
     except (ValueError, TypeError, ImportError, KeyError, AttributeError) as exc:
-        raise XComSerializationError(f"cannot deserialize {_where(result)} with Airflow's serde: "
+        raise XComSerializationError(f"cannot deserialize {_xcom_name(result)} with Airflow's serde: "
                                      f"{exc}") from exc
 
 
-def _where(result: XComRecord) -> str:
+def _xcom_name(result: XComRecord) -> str:
     return (f"XCom {result.key!r} of {result.dag_id}/{result.run_id}/{result.task_id}"
             f"[{result.map_index}]")
 
@@ -188,19 +189,19 @@ class MsgspecXCom(BaseXCom):
     def _tree(cls, result: XComRecord) -> Any:
         if not cls.can_read(result.codec):
             raise XComSerializationError(
-                f"{_where(result)} was written with codec {result.codec!r}, which "
+                f"{_xcom_name(result)} was written with codec {result.codec!r}, which "
                 f"{cls.__name__} cannot read: configure the backend that wrote it")
         try:
             return msgspec.json.decode(result.value)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise XComSerializationError(f"{_where(result)} is not valid JSON: {exc}") from None
+            raise XComSerializationError(f"{_xcom_name(result)} is not valid JSON: {exc}") from None
 
     @classmethod
     def _rebuild(cls, result: XComRecord, tree: Any) -> Any:
         try:
             return cls._serde.from_builtins(tree)
         except SerdeError as exc:
-            raise XComSerializationError(f"cannot deserialize {_where(result)}: {exc}") from None
+            raise XComSerializationError(f"cannot deserialize {_xcom_name(result)}: {exc}") from None
 
     @classmethod
     def orm_deserialize_value(cls, result: XComRecord) -> Any:
@@ -213,7 +214,7 @@ class MsgspecXCom(BaseXCom):
         tree = cls._tree(result)
         if ObjectRef.is_ref(tree):
             raise XComSerializationError(
-                f"{_where(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
+                f"{_xcom_name(result)} is stored in object storage: set XCOMBUS_XCOM_BACKEND="
                 "xcombus.backends.ObjectStorageXCom to read it")
         if result.codec == AIRFLOW_SERDE_CODEC:
             return airflow_serde_loads(result)
@@ -236,13 +237,16 @@ class ObjectRef(msgspec.Struct, frozen=True):
 
     @classmethod
     def is_ref(cls, tree: Any) -> bool:
+        """Whether a decoded JSON value is a reference (not an inline value)."""
         return type(tree) is dict and tree.get(TAG) == cls.TAG
 
     def to_bytes(self) -> bytes:
+        """The reference as the stored value (tagged JSON)."""
         return msgspec.json.encode({TAG: self.TAG, VALUE: self})
 
     @classmethod
     def from_tree(cls, tree: dict[str, Any]) -> ObjectRef:
+        """The reference inside a decoded value that :meth:`is_ref` accepted."""
         return msgspec.convert(tree[VALUE], cls)
 
 
@@ -339,7 +343,7 @@ class ObjectStorageXCom(MsgspecXCom):
         ours: under the configured base and named like the objects this backend writes.
         (Anyone who can write to the topic could otherwise make readers read, and the
         materializer delete, any file.)"""
-        path = cls._fs._strip_protocol(ref.url)
+        path: str = cls._fs._strip_protocol(ref.url)
         if not (cls._inside_base(path) and _OBJECT_NAME.fullmatch(posixpath.basename(path))):
             raise XComSerializationError(
                 f"refusing object reference {ref.url!r}: not an object of {cls._base!r}")
@@ -348,7 +352,7 @@ class ObjectStorageXCom(MsgspecXCom):
     @classmethod
     def serialize_value(cls, value: Any, *, key: str | None = None, task_id: str | None = None,
                         dag_id: str | None = None, run_id: str | None = None,
-                        map_index: int | None = None) -> bytes:
+                        map_index: int | None = None, **_: Any) -> bytes:
         return cls.offload(super().serialize_value(value, key=key), key=key, task_id=task_id,
                            dag_id=dag_id, run_id=run_id, map_index=map_index)
 
@@ -388,20 +392,20 @@ class ObjectStorageXCom(MsgspecXCom):
                 blob = f.read()
         except FileNotFoundError as exc:
             raise XComNotFoundError(
-                f"the payload of {_where(result)} is missing from object storage ({ref.url}): "
+                f"the payload of {_xcom_name(result)} is missing from object storage ({ref.url}): "
                 "it was purged or deleted by hand") from exc
         except OSError as exc:
-            raise XComSerializationError(f"cannot read {ref.url} for {_where(result)}: {exc}") from exc
+            raise XComSerializationError(f"cannot read {ref.url} for {_xcom_name(result)}: {exc}") from exc
         data = cls._decompress(blob, ref.compression)
         if hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise XComSerializationError(f"the payload of {_where(result)} at {ref.url} is corrupt "
+            raise XComSerializationError(f"the payload of {_xcom_name(result)} at {ref.url} is corrupt "
                                          "(its SHA-256 does not match the reference)")
         if result.codec == AIRFLOW_SERDE_CODEC:  # Airflow's serde wrote the payload
             return airflow_serde_loads(result._replace(value=data))
         try:
             tree = msgspec.json.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise XComSerializationError(f"the payload of {_where(result)} is not JSON: {exc}") from None
+            raise XComSerializationError(f"the payload of {_xcom_name(result)} is not JSON: {exc}") from None
         return cls._rebuild(result, tree)
 
     @classmethod
@@ -430,6 +434,7 @@ class ObjectStorageXCom(MsgspecXCom):
 
     @classmethod
     def purge(cls, result: XComRecord) -> None:
+        """Delete the record's object from storage (inline values have none)."""
         ref = cls.reference(result)
         if ref is not None:
             path = cls._local_path(ref)

@@ -2,29 +2,34 @@
 
 ``XComBus`` owns the publisher (and, with ``materialize=True``, an in-process
 materializer); ``bus.task_instance(...)`` returns the handle a task uses, with Airflow's
-``xcom_push`` / ``xcom_pull``.
+``xcom_push`` / ``xcom_pull``. The bus wires the parts together and keeps the push path
+short; the pull rules are :mod:`xcombus.pull_rules`, the read-your-writes wait
+:mod:`xcombus.consistency`.
+
+Only what pushing needs is imported here: the view reader (sqlite3) and the materializer
+(the consumer loop, metrics) load when a process first pulls or materializes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from functools import partial
 from time import time_ns
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
+from ._time import now_us, to_us
 from .backends import BaseXCom, load_backend
+from .consistency import MaterializerProgress, ReadYourWrites, ViewPoller, ViewProgress, partitions_of_pull
 from .errors import (
     XComClosedError,
     XComConfigError,
     XComIdentifierError,
     XComSerializationError,
-    XComTimeoutError,
     XComValueTooLargeError,
 )
 from .events import (
@@ -34,38 +39,23 @@ from .events import (
     Push,
     TaskInstanceKey,
     encode_event,
-    now_us,
     partition_for,
     validate_key,
 )
-from .materialize import Materializer
 from .producer import Publisher
+from .pull_rules import NOTSET, NotSet, plan_pull, shape_pull
 from .records import Receipt, XComRecord
-from .settings import Consistency, Settings
+from .settings import Consistency, Settings, settings_with
 from .topic import ensure_topic, require_topic
-from .view import ViewNotReadyError, ViewReader
-from .watermarks import EndOffsets
 
-__all__ = ["NOTSET", "TaskInstance", "XComBus"]
+if TYPE_CHECKING:
+    from .materialize import Materializer
+    from .view import ViewReader
 
+__all__ = ["NOTSET", "NotSet", "TaskInstance", "XComBus"]
 
-class _NotSet:
-    def __repr__(self) -> str:
-        return "NOTSET"
-
-
-#: Marks ``map_indexes`` as not given (Airflow's ``NOTSET``).
-NOTSET: Final = _NotSet()
-
-_POLL_MIN, _POLL_MAX = 0.0005, 0.02
-
-
-def _to_us(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise XComIdentifierError("logical_date must be timezone-aware (e.g. UTC)")
-    return int(value.astimezone(UTC).timestamp() * 1_000_000)
+#: A task instance's bound push: ``(key, value, try_number, logical_date_us)`` -> receipt.
+_PushFn = Callable[[str, Any, int, "int | None"], Awaitable[Receipt]]
 
 
 class XComBus:
@@ -79,8 +69,7 @@ class XComBus:
 
     def __init__(self, settings: Settings | None = None, *, materialize: bool = False,
                  create_topic: bool = True, **overrides: Any) -> None:
-        base = settings or Settings.from_env()
-        self.settings = base.replace(**overrides) if overrides else base
+        self.settings = settings_with(settings, **overrides)
         self.backend: type[BaseXCom] = load_backend(self.settings)
         self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         # Read on every push: looked up once here (settings are frozen, the backend is
@@ -93,7 +82,7 @@ class XComBus:
         self._create_topic = create_topic
         self._materializer: Materializer | None = None
         self._publisher = Publisher(self.settings)
-        self._end_offsets = EndOffsets(self.settings)
+        self._consistency = ReadYourWrites(self.settings, self._view_progress)
         self._reader: ViewReader | None = None
         self._partitions = 0
         self._state = "new"
@@ -109,6 +98,8 @@ class XComBus:
                                       else require_topic(self.settings))
             await self._publisher.start()
             if self._materialize:
+                from .materialize import Materializer  # only processes that materialize load it
+
                 self._materializer = Materializer(self.settings, backend=self.backend)
                 await self._materializer.__aenter__()
         except BaseException:
@@ -131,7 +122,7 @@ class XComBus:
         try:
             await self._publisher.aclose()
         finally:
-            await self._end_offsets.aclose()
+            await self._consistency.aclose()
             if self._materializer is not None:
                 await self._materializer.aclose()
             if self._reader is not None:
@@ -158,13 +149,14 @@ class XComBus:
         """The partition holding every event of a task instance."""
         return partition_for(ti.encode(), self._partitions)
 
-    async def push(self, ti: TaskInstanceKey, key: str, value: Any, *, try_number: int = 1,
-                   logical_date: int | None = None) -> Receipt:
-        """Serialize and publish one XCom; return once the broker holds it durably."""
+    def _bind_push(self, ti: TaskInstanceKey, raw_key: bytes) -> _PushFn:
+        """The push path of one task instance, for :class:`TaskInstance` (its only caller).
+
+        Checks the bus is open (the partition count is known from then on) and fixes the
+        task instance's identity, so each push passes only what changes.
+        """
         self._check_open()
-        raw_key = ti.encode()
-        return await self._submit(ti, raw_key, partition_for(raw_key, self._partitions), key, value,
-                                  try_number, logical_date)
+        return partial(self._submit, ti, raw_key, partition_for(raw_key, self._partitions))
 
     def _submit(self, ti: TaskInstanceKey, raw_key: bytes, partition: int, key: str, value: Any,
                 try_number: int, logical_date: int | None) -> Awaitable[Receipt]:
@@ -229,7 +221,7 @@ class XComBus:
                 f"{self._max_value_bytes} bytes (max_value_bytes); nothing was sent. Large values "
                 "belong in object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
         return encode_event(Push(schema=SCHEMA_VERSION, key=key, value=data, codec=codec or self._codec,
-                                 ts=time_ns() // 1000,  # now_us(), without its call
+                                 ts=time_ns() // 1000,  # now_us() inlined: the hot path
                                  producer=self.producer_id,
                                  logical_date=logical_date, try_number=try_number))
 
@@ -245,75 +237,43 @@ class XComBus:
     # -- pull ---------------------------------------------------------------------------
     def _view(self) -> ViewReader:
         if self._reader is None:
+            from .view import ViewReader  # sqlite3: loaded when this process first reads
+
             self._reader = ViewReader(self.settings.view_path, topic=self.settings.topic)
         return self._reader
+
+    def _view_progress(self) -> ViewProgress:
+        """Where one read-your-writes wait learns the view's offsets: the in-process
+        materializer (woken by its commits), else the view file (polled)."""
+        if self._materializer is not None:
+            return MaterializerProgress(self._materializer)
+        return ViewPoller(self._view)
 
     async def wait_visible(self, partitions: Iterable[int], *, timeout: float | None = None) -> None:
         """Wait until the view holds every event acknowledged on these partitions so far.
 
-        Raises XComTimeoutError naming the partitions that lag.
+        Raises XComTimeoutError naming the partitions that lag (``timeout`` defaults to
+        ``pull_timeout``).
         """
-        timeout = self.settings.pull_timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            async with asyncio.timeout(timeout):  # the broker round trip counts too
-                targets = await self._end_offsets.get(sorted(set(partitions)), timeout)
-        except TimeoutError:
-            raise XComTimeoutError(f"Kafka did not report end offsets within {timeout:g}s") from None
-        targets = {p: o for p, o in targets.items() if o > 0}
-        delay = _POLL_MIN
-        while True:
-            # (A view past these end offsets is normal: the log grew since they were read.
-            # A view ahead of a re-created topic is caught by the materializer instead.)
-            applied = self._applied_offsets()
-            lagging = {p: (applied.get(p, 0), end) for p, end in targets.items()
-                       if applied.get(p, 0) < end}
-            if not lagging:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                detail = ", ".join(f"partition {p} at {a} of {e}" for p, (a, e) in sorted(lagging.items()))
-                raise XComTimeoutError(
-                    f"the view at {self.settings.view_path} did not catch up within "
-                    f"{timeout:g}s ({detail}): is the materializer running (xcombus "
-                    "materialize)? Pass consistency='eventual' to read without waiting")
-            if self._materializer is not None:
-                self._materializer.raise_if_failed()
-                await self._materializer.wait_progress(min(remaining, 0.1))
-            else:
-                await asyncio.sleep(min(delay, remaining))
-                delay = min(delay * 2, _POLL_MAX)
+        await self._consistency.wait_visible(partitions, timeout=timeout)
 
-    def _applied_offsets(self) -> dict[int, int]:
-        if self._materializer is not None:
-            return self._materializer.visible
-        try:
-            return self._view().offsets()
-        except ViewNotReadyError:
-            # The materializer has not created the view (or its tables) yet: keep waiting.
-            # Not a check of the path beforehand: the file may appear between the two.
-            return {}
-
-    async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str,
-                   map_indexes: Sequence[int] | None, consistency: Consistency | None, *,
-                   prior_to: int | None = None, include_prior_dates: bool = False) -> list[XComRecord]:
+    async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str, *,
+                   map_indexes: Sequence[int] | None = None, consistency: Consistency | None = None,
+                   include_prior_dates: bool = False, prior_to: int | None = None) -> list[XComRecord]:
         """Fetch matching records in one query, after the consistency wait.
 
-        With ``include_prior_dates``, a task with nothing in this run falls back to its
-        latest earlier run (logical date before ``prior_to``, or this run's own date).
+        ``map_indexes=None`` reads every map index. With ``include_prior_dates``, a task
+        with nothing in this run falls back to its latest earlier run (logical date before
+        ``prior_to``, µs, or this run's own date).
         """
         self._check_open()
         validate_key(key)
         for task_id in task_ids:
             TaskInstanceKey(dag_id, run_id, task_id, -1).validated()
         if (consistency or self.settings.consistency) == "strong":
-            if map_indexes is None or include_prior_dates:  # rows may sit on any partition
-                partitions: Iterable[int] = range(self._partitions)
-            else:
-                partitions = {self.partition_of(TaskInstanceKey(dag_id, run_id, t, i))
-                              for t in task_ids for i in map_indexes}
-            await self.wait_visible(partitions)
+            await self.wait_visible(partitions_of_pull(
+                self._partitions, dag_id, run_id, task_ids, map_indexes,
+                include_prior_dates=include_prior_dates))
         view = self._view()
         if not include_prior_dates:
             return view.get_tasks(dag_id, run_id, task_ids, key, map_indexes)
@@ -349,18 +309,46 @@ class TaskInstance:
         self._key = key.validated()
         self._try_number = try_number
         self._logical_date = logical_date
-        self._logical_us = _to_us(logical_date)
+        self._logical_us = to_us(logical_date, what="logical_date must be timezone-aware",
+                                 error=XComIdentifierError)
         self._raw_key = key.encode()
-        #: The partition of every event of this task instance; known once the bus is open.
-        self._partition = -1
+        #: This task instance's push path, bound once the bus is open (see XComBus._bind_push).
+        self._push: _PushFn | None = None
 
-    key = property(lambda self: self._key)
-    try_number = property(lambda self: self._try_number)
-    logical_date = property(lambda self: self._logical_date)
-    dag_id = property(lambda self: self._key.dag_id)
-    run_id = property(lambda self: self._key.run_id)
-    task_id = property(lambda self: self._key.task_id)
-    map_index = property(lambda self: self._key.map_index)
+    @property
+    def key(self) -> TaskInstanceKey:
+        """The task instance's identity (not an XCom key: ``xcom_push(key=...)`` names a value)."""
+        return self._key
+
+    @property
+    def try_number(self) -> int:
+        """The try this handle pushes as."""
+        return self._try_number
+
+    @property
+    def logical_date(self) -> datetime | None:
+        """The DAG run's logical date, when given."""
+        return self._logical_date
+
+    @property
+    def dag_id(self) -> str:
+        """The DAG id."""
+        return self._key.dag_id
+
+    @property
+    def run_id(self) -> str:
+        """The DAG run id."""
+        return self._key.run_id
+
+    @property
+    def task_id(self) -> str:
+        """The task id."""
+        return self._key.task_id
+
+    @property
+    def map_index(self) -> int:
+        """The map index (-1: not mapped)."""
+        return self._key.map_index
 
     def __repr__(self) -> str:
         k = self.key
@@ -369,12 +357,10 @@ class TaskInstance:
 
     async def xcom_push(self, key: str, value: Any) -> Receipt:
         """Push ``value`` under ``key``; returns once durable on the broker."""
-        bus = self.bus
-        if self._partition < 0:
-            bus._check_open()  # the partition count is known once the bus is open
-            self._partition = partition_for(self._raw_key, bus._partitions)
-        return await bus._submit(self._key, self._raw_key, self._partition, key, value,
-                                 self._try_number, self._logical_us)
+        push = self._push
+        if push is None:
+            push = self._push = self.bus._bind_push(self._key, self._raw_key)
+        return await push(key, value, self._try_number, self._logical_us)
 
     async def xcom_clear(self) -> Receipt:
         """Delete every XCom of this task instance (what a new try does first)."""
@@ -387,46 +373,22 @@ class TaskInstance:
         key: str = RETURN_VALUE_KEY,
         include_prior_dates: bool = False,
         *,
-        map_indexes: int | Iterable[int] | _NotSet | None = NOTSET,
+        map_indexes: int | Iterable[int] | NotSet | None = NOTSET,
         default: Any = None,
         run_id: str | None = None,
         consistency: Consistency | None = None,
     ) -> Any:
-        """Pull XComs with Airflow 3's rules (see docs/semantics.md).
+        """Pull XComs with Airflow 3's rules (see docs/semantics.md and
+        :mod:`xcombus.pull_rules`).
 
         By default the pull sees every push that returned before it began (it waits for
         the view, bounded by ``pull_timeout``); ``consistency="eventual"`` reads the view
         as it is.
         """
-        same_run = run_id in (None, self.run_id) and dag_id in (None, self.dag_id)
-        dag_id = dag_id or self.dag_id
-        run_id = run_id or self.run_id
-        single_task = task_ids is None or isinstance(task_ids, str)
-        tasks: list[str] = ([task_ids or self.task_id] if single_task  # type: ignore[list-item]
-                            else list(task_ids))  # type: ignore[arg-type]
-        # Prior runs are "before this task instance's logical date" when reading our own run.
-        prior = {"include_prior_dates": include_prior_dates,
-                 "prior_to": self._logical_us if same_run else None}
-        if isinstance(map_indexes, _NotSet):
-            records = await self.bus.read(dag_id, run_id, tasks, key, None, consistency, **prior)
-            by_task: dict[str, list[Any]] = {}
-            for rec, value in zip(records, await self.bus.values(records), strict=True):
-                by_task.setdefault(rec.task_id, []).append(value)
-            if single_task:
-                values = by_task.get(tasks[0])
-                if not values:
-                    return default
-                return values[0] if len(values) == 1 else values
-            out: list[Any] = []
-            for task in tasks:
-                out.extend(by_task.get(task) or [None])
-            return out
-        single_index = map_indexes is None or isinstance(map_indexes, int)
-        indexes = [-1 if map_indexes is None else map_indexes] if single_index else list(map_indexes)  # type: ignore[arg-type]
-        records = await self.bus.read(dag_id, run_id, tasks, key, indexes, consistency, **prior)
-        found = dict(zip([(r.task_id, r.map_index) for r in records],
-                         await self.bus.values(records), strict=True))
-        values = [found.get(pair, default) for pair in itertools.product(tasks, indexes)]
-        if single_task and single_index:
-            return values[0]
-        return values
+        plan = plan_pull(self._key, task_ids, dag_id, run_id, map_indexes)
+        records = await self.bus.read(
+            plan.dag_id, plan.run_id, plan.task_ids, key, map_indexes=plan.map_indexes,
+            consistency=consistency, include_prior_dates=include_prior_dates,
+            # Prior runs are "before this task instance's logical date" when reading our own run.
+            prior_to=self._logical_us if plan.same_run else None)
+        return shape_pull(plan, records, await self.bus.values(records), default)

@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from .errors import XComBusError, XComConfigError
+from .limits import MAX_PAGE
 from .settings import Settings
 
 T = TypeVar("T")
@@ -165,8 +166,8 @@ def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None
 
         async with XComBus(_settings()) as bus:
             records = await bus.read(dag_id, run_id, [task_id], key,
-                                     None if map_index is None else [map_index],
-                                     "eventual" if eventual else "strong")
+                                     map_indexes=None if map_index is None else [map_index],
+                                     consistency="eventual" if eventual else "strong")
             return [bus.deserialize(r) for r in records]
 
     values = _run(go())
@@ -191,7 +192,7 @@ _MOMENT = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d
 @click.option("--order-by", type=click.Choice(["identity", "timestamp"]), default="identity",
               show_default=True)
 @click.option("--desc", is_flag=True, help="newest / last first")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=100, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
@@ -204,7 +205,7 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
 
     try:
         with XComLookup(_settings()) as lookup:
-            entries = lookup.list(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+            entries = lookup.entries(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                   map_index=map_index, since=since and since.replace(tzinfo=UTC),
                                   until=until and until.replace(tzinfo=UTC), order_by=order_by,
                                   descending=desc, limit=limit, offset=offset)

@@ -89,7 +89,7 @@ def _print_view(settings: Settings, run_id: str) -> None:
     backend = load_backend(settings)
     reader = ViewReader(settings.view_path)
     try:
-        records = reader.list(dag_id=DAG_ID, run_id=run_id, limit=1000)
+        records = reader.entries(dag_id=DAG_ID, run_id=run_id, limit=1000)
         offsets = reader.offsets()
     finally:
         reader.close()

@@ -11,11 +11,11 @@ import os
 from typing import NamedTuple
 
 from .backends import load_backend
+from .consistency import EndOffsets
 from .errors import XComBusError
 from .settings import Settings
 from .topic import describe_topic
 from .view import ViewReader
-from .watermarks import EndOffsets
 
 __all__ = ["Check", "run_checks"]
 

@@ -9,23 +9,30 @@
     ├── XComNotFoundError (LookupError)     a lookup or a stored payload found nothing
     ├── XComQueryError (ValueError)         a lookup's filter, order or page is invalid
     ├── XComBrokerError                     the broker is unreachable or refused a request
-    │   └── XComPublishError                a push was not acknowledged
+    │   ├── XComPublishError                a push was not acknowledged
+    │   └── XComConnectTimeoutError         Kafka did not answer a client's start in time
+    │                                       (also an XComTimeoutError)
     ├── XComTimeoutError (TimeoutError)     a bounded wait ran out (push, pull, start-up)
     ├── XComViewError                       the SQLite view is missing, locked or unusable
-    │   └── XComViewLockedError             another materializer already writes that file
+    │   ├── XComViewLockedError             another materializer already writes that file
+    │   └── ViewNotReadyError               no view file (or schema) yet: a waiting read
+    │                                       keeps polling
     └── XComClosedError (RuntimeError)      the bus was used after it was closed
 
 Messages say what to do next. Lower-level errors (aiokafka, sqlite3, msgspec) are
-translated where they are caught, with ``raise ... from exc`` so the cause stays visible.
+translated where they are caught, with ``raise ... from exc`` so the cause stays visible;
+a Kafka client's start-up is translated in one place, ``connection.started``.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ViewNotReadyError",
     "XComBrokerError",
     "XComBusError",
     "XComClosedError",
     "XComConfigError",
+    "XComConnectTimeoutError",
     "XComIdentifierError",
     "XComNotFoundError",
     "XComPublishError",
@@ -88,8 +95,18 @@ class XComViewError(XComBusError):
     """The SQLite view is missing, locked, read-only or has an unexpected schema."""
 
 
+class XComConnectTimeoutError(XComBrokerError, XComTimeoutError):
+    """A Kafka client could not start within ``connect_timeout``: the broker is unreachable
+    (a broker error) and a bounded wait ran out (a timeout), so both kinds of handler see it."""
+
+
 class XComViewLockedError(XComViewError):
     """Another materializer holds the write lock on the same view file."""
+
+
+class ViewNotReadyError(XComViewError):
+    """The view file (or its tables) does not exist yet: a materializer starting up creates
+    them, so a bounded wait (read-your-writes) keeps polling instead of failing."""
 
 
 class XComClosedError(XComBusError, RuntimeError):

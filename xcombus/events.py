@@ -25,12 +25,12 @@ than :data:`SCHEMA_VERSION` instead of guessing what it means.
 from __future__ import annotations
 
 import re
-import time
 from functools import lru_cache
 from typing import Annotated, Final, NamedTuple, TypeAlias
 
 import msgspec
 
+from ._time import now_us
 from .errors import XComIdentifierError
 
 __all__ = [
@@ -38,6 +38,9 @@ __all__ = [
     "Clear",
     "Event",
     "EventDecodeError",
+    "ID_PATTERN",
+    "RETURN_VALUE_KEY",
+    "RUN_ID_PATTERN",
     "Push",
     "TaskInstanceKey",
     "decode_event",
@@ -53,8 +56,12 @@ RETURN_VALUE_KEY: Final = "return_value"
 
 # Airflow's own rules: dag and task ids match KEY_REGEX (``^[\w.-]+$``, at most 250
 # characters); run ids match the default ``allowed_run_id_pattern``.
-_ID_RE = re.compile(r"[\w.-]{1,250}")
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
+#: What a dag_id or task_id must match in full (also what the HTTP API documents).
+ID_PATTERN: Final = r"[\w.-]{1,250}"
+#: What a run_id must match in full.
+RUN_ID_PATTERN: Final = r"[A-Za-z0-9_.~:+-]{1,250}"
+_ID_RE = re.compile(ID_PATTERN)
+_RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 _MAX_KEY_LEN: Final = 512
 
 #: Integers an event may carry: what SQLite stores (64-bit signed). msgspec checks the
@@ -136,12 +143,8 @@ def partition_for(ti_key: bytes, partitions: int) -> int:
     # process imports xcombus.airflow) must not load the Kafka client (≈ 50 ms).
     from aiokafka.partitioner import murmur2
 
-    return (murmur2(ti_key) & 0x7FFFFFFF) % partitions
-
-
-def now_us() -> int:
-    """Wall-clock time in integer microseconds since the Unix epoch (UTC)."""
-    return time.time_ns() // 1000
+    partition: int = (murmur2(ti_key) & 0x7FFFFFFF) % partitions
+    return partition
 
 
 class Push(msgspec.Struct, tag_field="kind", tag="push", kw_only=True, omit_defaults=True,

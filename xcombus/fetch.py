@@ -17,7 +17,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from .connection import kafka_options
+from .connection import kafka_options, started
 from .errors import XComBrokerError, XComNotFoundError, XComTimeoutError
 from .settings import Settings
 
@@ -66,16 +66,10 @@ class EventFetcher:
                 request_timeout_ms=int(max(s.connect_timeout, s.pull_timeout) * 1000),
                 # The record asked for comes first; a little more serves the neighbours.
                 max_partition_fetch_bytes=1024 * 1024, fetch_max_wait_ms=100)
-            try:
-                async with asyncio.timeout(s.connect_timeout):
-                    await consumer.start()
-            except (TimeoutError, KafkaError, OSError) as exc:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                raise XComBrokerError(
-                    f"cannot reach Kafka at {s.bootstrap_servers} to read an XCom from topic "
-                    f"{s.topic!r} ({exc!r}): check XCOMBUS_BOOTSTRAP_SERVERS, or keep a view on "
-                    "this host (XCOMBUS_VIEW_PATH, kept by xcombus materialize)") from exc
+            async with started(consumer, s, f"to read an XCom from topic {s.topic!r}",
+                               hint="Or keep a view on this host (XCOMBUS_VIEW_PATH, kept by "
+                                    "xcombus materialize)."):
+                pass
             self._consumer = consumer
         return self._consumer
 

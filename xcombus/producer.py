@@ -28,7 +28,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from .connection import kafka_options
+from .connection import kafka_options, started
 from .errors import (
     XComBrokerError,
     XComClosedError,
@@ -37,6 +37,7 @@ from .errors import (
     XComTimeoutError,
     XComValueTooLargeError,
 )
+from .limits import MAX_BATCH_BYTES, MAX_RECORD_BYTES
 from .records import Receipt
 from .settings import Settings
 
@@ -44,10 +45,6 @@ __all__ = ["Publisher"]
 
 log = logging.getLogger(__name__)
 
-# Kafka's default max.message.bytes is 1,048,588 for a whole record batch.
-_MAX_BATCH_BYTES = 1_040_000
-#: The largest record (key + value) a batch can carry, leaving room for batch headers.
-MAX_RECORD_BYTES = _MAX_BATCH_BYTES - 1024
 # Errors after which an idempotent aiokafka producer never recovers (aiokafka #1017):
 # the only cure is a new producer, i.e. a new producer id.
 _FATAL_PRODUCER_ERRORS = (
@@ -111,31 +108,18 @@ class Publisher:
             **kafka_options(s),
             client_id=s.client_id,
             enable_idempotence=True,  # implies acks=all
-            max_batch_size=_MAX_BATCH_BYTES,
-            max_request_size=_MAX_BATCH_BYTES + 8192,
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_BATCH_BYTES + 8192,
             request_timeout_ms=int(s.push_timeout * 1000),
             linger_ms=0,
             compression_type=None if s.compression == "none" else s.compression,
         )
 
     async def _start_producer(self) -> AIOKafkaProducer:
-        s = self._settings
         producer = self._new_producer()
-        try:
-            async with asyncio.timeout(s.connect_timeout):
-                await producer.start()
-                partitions = await producer.partitions_for(self._topic)
-            if not partitions:
+        async with started(producer, self._settings, "to connect a producer"):
+            if not await producer.partitions_for(self._topic):
                 raise XComBrokerError(f"topic {self._topic!r} has no partitions")
-        except BaseException as exc:  # cancellation included: never leak a half-started producer
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            if isinstance(exc, TimeoutError | KafkaError | OSError):
-                raise XComBrokerError(
-                    f"cannot connect a producer to Kafka at {s.bootstrap_servers} within "
-                    f"{s.connect_timeout:g}s ({type(exc).__name__}: {exc}); start a broker "
-                    "(xcombus broker start) or set XCOMBUS_BOOTSTRAP_SERVERS") from exc
-            raise
         return producer
 
     async def start(self) -> None:

@@ -10,24 +10,26 @@ import hashlib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
 from .errors import XComConfigError
+from .limits import MAX_INLINE_BYTES
 
-__all__ = ["Settings"]
+__all__ = ["Consistency", "Settings", "settings_with"]
 
 _ENV_PREFIX = "XCOMBUS_"
 # Kafka's own rule for topic names (kafka.common.internals.Topic).
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
+#: How a pull waits: "strong" sees every push that returned before it began; "eventual"
+#: reads the view as it is.
 Consistency = Literal["strong", "eventual"]
 #: Fields whose values are secrets: masked wherever settings are printed.
 _SECRETS = frozenset({"api_token", "sasl_password"})
-#: The largest inline value: an event (value + envelope) must fit in one record batch.
-_MAX_INLINE = 1_000_000
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,7 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consistency: Consistency = "strong"
     #: Largest serialized value carried inside an event (Kafka's default message limit
     #: is 1 MiB; leave room for the envelope).
-    max_value_bytes: int = 1_000_000
+    max_value_bytes: int = MAX_INLINE_BYTES
     #: Classes (dataclasses, msgspec Structs, enums) the default backend may rebuild:
     #: glob patterns over "module.Qualname", separated by commas or spaces.
     allowed_deserialization_classes: str = ""
@@ -119,9 +121,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise XComConfigError(f"{name} must be a positive number of seconds")
         if self.partitions < 1 or self.replication_factor < 1:
             raise XComConfigError("partitions and replication_factor must be at least 1")
-        if not 0 < self.max_value_bytes <= _MAX_INLINE:
+        if not 0 < self.max_value_bytes <= MAX_INLINE_BYTES:
             raise XComConfigError(
-                f"max_value_bytes must be 1..{_MAX_INLINE} (an event must fit in one Kafka record "
+                f"max_value_bytes must be 1..{MAX_INLINE_BYTES} (an event must fit in one Kafka record "
                 "batch under the default 1 MiB limit); use ObjectStorageXCom for larger values")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
             raise XComConfigError(
@@ -137,12 +139,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise XComConfigError("object_storage_threshold must be -1 (never), 0 (always) or a size")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``XCOMBUS_*`` variables, then apply keyword overrides (``None`` is ignored)."""
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``XCOMBUS_*`` variables (of ``env``, by default the process environment), then
+        apply keyword overrides (``None`` is ignored)."""
+        variables = os.environ if env is None else env
         raw: dict[str, Any] = {}
         for field in msgspec.structs.fields(cls):
-            value = env.get(_ENV_PREFIX + field.name.upper())
+            value = variables.get(_ENV_PREFIX + field.name.upper())
             if value is not None and value != "":
                 raw[field.name] = value
         unknown = set(overrides) - {f.name for f in msgspec.structs.fields(cls)}
@@ -175,3 +178,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         path = os.path.abspath(self.view_path)
         digest = hashlib.sha1(f"{socket.gethostname()}:{path}".encode()).hexdigest()[:12]
         return f"xcombus-view-{digest}"
+
+
+def settings_with(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """``settings`` (by default read from the environment) with keyword overrides applied:
+    how every component that takes ``settings=None, **overrides`` resolves them."""
+    base = settings or Settings.from_env()
+    return base.replace(**overrides) if overrides else base

@@ -27,9 +27,10 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from .bus import NOTSET, TaskInstance, XComBus, _NotSet
+from .bus import TaskInstance, XComBus
 from .errors import XComBusError, XComClosedError, XComTimeoutError
 from .events import RETURN_VALUE_KEY
+from .pull_rules import NOTSET, NotSet
 from .records import Receipt
 from .settings import Consistency, Settings
 
@@ -99,7 +100,7 @@ class SyncTaskInstance:
 
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None, dag_id: str | None = None,
                   key: str = RETURN_VALUE_KEY, include_prior_dates: bool = False, *,
-                  map_indexes: int | Iterable[int] | _NotSet | None = NOTSET, default: Any = None,
+                  map_indexes: int | Iterable[int] | NotSet | None = NOTSET, default: Any = None,
                   run_id: str | None = None, consistency: Consistency | None = None) -> Any:
         """Pull XComs with the same rules as :meth:`TaskInstance.xcom_pull`."""
         return self._call(self.async_ti.xcom_pull(
@@ -116,7 +117,7 @@ class Task(Generic[P, R]):
         self.task_id = task_id or fn.__name__
         self.multiple_outputs = multiple_outputs
         self.do_xcom_push = do_xcom_push
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the plain function (no XComs): handy in unit tests."""

@@ -17,8 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from .connection import kafka_options
-from .errors import XComBrokerError, XComConfigError, XComTimeoutError
+from .connection import kafka_options, started
+from .errors import XComBrokerError, XComBusError, XComConfigError, XComTimeoutError
+from .limits import TOPIC_MAX_MESSAGE_BYTES
 from .settings import Settings
 
 __all__ = ["TopicInfo", "describe_topic", "ensure_topic", "require_topic", "topic_configs"]
@@ -30,7 +31,7 @@ def topic_configs(settings: Settings) -> dict[str, str]:
         "cleanup.policy": "delete",
         "retention.ms": str(settings.retention_ms),
         # Kafka's default; written down so the inline value limit has a known ceiling.
-        "max.message.bytes": "1048588",
+        "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
     }
 
 
@@ -47,7 +48,10 @@ class TopicInfo(NamedTuple):
 
 @asynccontextmanager
 async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
-    """An admin client whose whole use is bounded, with Kafka errors translated to ours."""
+    """An admin client whose whole use is bounded, with Kafka errors translated to ours.
+
+    (Its start is bounded and translated by ``started``; the requests after it share a
+    bound of twice ``connect_timeout``.)"""
     admin = AIOKafkaAdminClient(
         **kafka_options(settings),
         client_id=f"{settings.client_id}-admin",
@@ -55,8 +59,11 @@ async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     )
     try:
         async with asyncio.timeout(settings.connect_timeout * 2):
-            await admin.start()
+            async with started(admin, settings, f"about topic {settings.topic!r}", stop=admin.close):
+                pass
             yield admin
+    except XComBusError:
+        raise
     except TimeoutError as exc:
         raise XComTimeoutError(
             f"Kafka at {settings.bootstrap_servers} did not answer within "

@@ -33,7 +33,8 @@ from urllib.parse import quote
 import aiosqlite
 
 from ._writer_child import Refused, prepare
-from .errors import XComQueryError, XComViewError, XComViewLockedError
+from .errors import ViewNotReadyError, XComQueryError, XComViewError, XComViewLockedError
+from .limits import MAX_PAGE
 from .records import XComRecord
 
 __all__ = ["DeadLetter", "ViewBatch", "ViewNotReadyError", "ViewReader", "ViewWriter", "acquire_write_lock",
@@ -351,8 +352,6 @@ class ViewWriter:
             os.close(fd)
 
 
-#: Largest page a listing returns.
-MAX_PAGE = 10_000
 _ORDERS = {
     "identity": ("dag_id", "run_id", "task_id", "map_index", "key"),
     "timestamp": ("timestamp", "dag_id", "run_id", "task_id", "map_index", "key"),
@@ -361,11 +360,6 @@ _ORDERS = {
 
 def _record(row: Sequence[Any]) -> XComRecord:
     return XComRecord(*row)
-
-
-class ViewNotReadyError(XComViewError):
-    """The view file (or its tables) does not exist yet: a materializer starting up creates
-    them, so a bounded wait (read-your-writes) keeps polling instead of failing."""
 
 
 class ViewReader:
@@ -502,7 +496,7 @@ class ViewReader:
         return rows[0][0] if rows else None
 
     @staticmethod
-    def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _filter_clause(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         where, params = [], []
         for column in ("dag_id", "run_id", "task_id", "map_index", "key"):
             value = filters.get(column)
@@ -517,7 +511,7 @@ class ViewReader:
             params.append(filters["until"])
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
-    def list(self, *, dag_id: str | None = None, run_id: str | None = None,
+    def entries(self, *, dag_id: str | None = None, run_id: str | None = None,
              task_id: str | None = None, key: str | None = None, map_index: int | None = None,
              since: int | None = None, until: int | None = None, order_by: str = "identity",
              descending: bool = False, limit: int = 100, offset: int = 0) -> list[XComRecord]:
@@ -528,7 +522,7 @@ class ViewReader:
             raise XComQueryError(f"order_by must be one of {sorted(_ORDERS)}, not {order_by!r}")
         if not 0 < limit <= MAX_PAGE or offset < 0:
             raise XComQueryError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
-        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+        where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                          map_index=map_index, since=since, until=until))
         direction = " DESC" if descending else ""
         order = ", ".join(c + direction for c in columns)
@@ -539,7 +533,7 @@ class ViewReader:
               task_id: str | None = None, key: str | None = None, map_index: int | None = None,
               since: int | None = None, until: int | None = None) -> int:
         """How many XComs match the filters (what a pager shows as the total)."""
-        where, params = self._where(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+        where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                          map_index=map_index, since=since, until=until))
         return int(self._query(f"SELECT count(*) FROM xcom{where}", params)[0][0])
 
@@ -569,4 +563,5 @@ class ViewReader:
         return [DeadLetter(*r) for r in rows]
 
     def close(self) -> None:
+        """Close the read-only connection."""
         self._db.close()

@@ -15,12 +15,13 @@ import pytest
 from tests.airflow.support import backend_counts, latest_run, no_view, references, run_dag, stored_rows
 from tests.airflow_env import AirflowEnv
 from tests.helpers import DrainedPopen, start_materializer
-from xcombus import Settings, ViewReader
+from xcombus import Settings
 from xcombus.audit import history
 from xcombus.events import decode_event, decode_ti_key
 from xcombus.fetch import EventFetcher
 from xcombus.records import XComRecord
 from xcombus.reference import XComReference
+from xcombus.view import ViewReader
 
 # The first test of a session may build an Airflow environment (pip, ~1-3 min) first.
 pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.timeout(1500)]

@@ -11,8 +11,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.helpers import EXAMPLES, cli
-from xcombus import Settings, ViewReader, XComBus
+from xcombus import Settings, XComBus
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event, now_us, partition_for
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 

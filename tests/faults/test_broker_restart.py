@@ -17,8 +17,9 @@ import pytest
 
 from tests.faults.conftest import SOAK
 from tests.helpers import start_materializer, wait_visible_or_dump
-from xcombus import Settings, ViewReader, XComBus, XComBusError
+from xcombus import Settings, XComBus, XComBusError
 from xcombus.broker import LocalBroker
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ async def test_acknowledged_pushes_survive_broker_restarts(own_broker: Callable[
         if (partition, offset) > latest.get(key, (-1, -1, ""))[:2]:
             latest[key] = (partition, offset, value)
     reader = ViewReader(settings.view_path)
-    rows = {r.key: (r.partition, r.offset, msgspec.json.decode(r.value)) for r in reader.list(limit=10_000)}
+    rows = {r.key: (r.partition, r.offset, msgspec.json.decode(r.value)) for r in reader.entries(limit=10_000)}
     reader.close()
     lost = [k for k in latest if k not in rows]
     stale = [k for k, (p, o, _) in latest.items() if k in rows and rows[k][:2] < (p, o)]

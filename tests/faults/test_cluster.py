@@ -23,13 +23,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.conftest import SOAK
 from tests.helpers import DrainedPopen, start_materializer, wait_visible_or_dump
-from xcombus import Settings, ViewReader, XComBus, XComBusError
+from xcombus import Settings, XComBus, XComBusError
 from xcombus.audit import read_log
 from xcombus.broker import LocalCluster
 from xcombus.connection import kafka_options
+from xcombus.consistency import EndOffsets
 from xcombus.events import Push, decode_event
 from xcombus.topic import describe_topic
-from xcombus.watermarks import EndOffsets
+from xcombus.view import ViewReader
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900 if SOAK else 300)]
 
@@ -164,7 +165,7 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
         if (partition, offset) > latest.get(key, (-1, -1, ""))[:2]:
             latest[key] = (partition, offset, value)
     reader = ViewReader(settings.view_path)
-    rows = {r.key: (r.partition, r.offset, msgspec.json.decode(r.value)) for r in reader.list(limit=10_000)}
+    rows = {r.key: (r.partition, r.offset, msgspec.json.decode(r.value)) for r in reader.entries(limit=10_000)}
     applied = reader.applied_events()
     reader.close()
     lost = [k for k in latest if k not in rows]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import start_materializer
-from xcombus import Settings, ViewReader, XComBus
+from xcombus import Settings, XComBus
 from xcombus.audit import rebuild, verify
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ import pytest
 from tests.faults.conftest import SOAK
 from tests.faults.workload import oracle
 from tests.helpers import settings_env, start_materializer
-from xcombus import Settings, ViewReader, XComBus
-from xcombus.watermarks import EndOffsets
+from xcombus import Settings, XComBus
+from xcombus.consistency import EndOffsets
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ async def test_view_survives_repeated_kill_9(settings: Settings, tmp_path: Path)
     reader = ViewReader(settings.view_path)
     try:
         rows = {(r.dag_id, r.run_id, r.task_id, r.map_index, r.key): msgspec.json.decode(r.value)
-                for r in reader.list(limit=10_000)}
+                for r in reader.entries(limit=10_000)}
         applied = reader.applied_events()
         dead = reader.dead_letters()
     finally:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import start_materializer
-from xcombus import Settings, ViewReader, XComBus
+from xcombus import Settings, XComBus
 from xcombus.audit import rebuild, verify
-from xcombus.watermarks import EndOffsets
+from xcombus.consistency import EndOffsets
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import cli, settings_env
-from xcombus import Settings, ViewReader, XComBus, XComViewLockedError
+from xcombus import Settings, XComBus, XComViewLockedError
 from xcombus.audit import history, rebuild, swap, verify
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 RUN = "manual__2026-11-24T00:00:00+00:00"
@@ -109,7 +110,7 @@ async def test_point_in_time_rebuild_shows_the_view_as_it_was(settings: Settings
     past = await rebuild(settings, tmp_path / "past.db", until=moment)
     assert verify(snapshot, past.path).same
     reader = ViewReader(past.path)
-    assert {r.key: r.value for r in reader.list()} == {"k": b'"old"', "gone-later": b'"present then"'}
+    assert {r.key: r.value for r in reader.entries()} == {"k": b'"old"', "gone-later": b'"present then"'}
     reader.close()
     by_offsets = await rebuild(settings, tmp_path / "by_offsets.db", until_offsets=past.offsets)
     assert verify(past.path, by_offsets.path).same

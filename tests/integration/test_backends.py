@@ -15,7 +15,6 @@ from tests.helpers import EXAMPLES, cli, settings_env, start_materializer
 from xcombus import (
     ObjectStorageXCom,
     Settings,
-    ViewReader,
     XComBus,
     XComConfigError,
     XComNotFoundError,
@@ -25,6 +24,7 @@ from xcombus import (
 )
 from xcombus.deadletters import retry_dead_letters
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event, now_us
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 RUN = "manual__2026-11-24T00:00:00+00:00"
@@ -48,7 +48,7 @@ async def test_custom_backend_end_to_end_with_light_listings(settings: Settings,
         mat.terminate()
         assert mat.wait(60) == 0
     reader = ViewReader(custom.view_path)
-    [row] = reader.list()
+    [row] = reader.entries()
     reader.close()
     assert row.codec == "example-zlib-json/1" and row.value[:1] == b"\x78"  # zlib header
     listed = cli("ls", "--json", settings=custom)
@@ -65,7 +65,7 @@ async def test_custom_backend_end_to_end_with_light_listings(settings: Settings,
         mat.terminate()
         mat.wait(60)
     reader = ViewReader(other.view_path)
-    dead, rows = reader.dead_letters(), reader.list()
+    dead, rows = reader.dead_letters(), reader.entries()
     reader.close()
     assert rows == [] and len(dead) == 1 and "example-zlib-json/1" in dead[0].reason
 
@@ -109,7 +109,7 @@ async def test_large_values_go_to_object_storage(objstore: Settings, compression
     if compression:
         assert obj.stat().st_size < 3000  # compressed well below the ~15 kB of JSON
     reader = ViewReader(s.view_path)
-    rows = {r.key: r for r in reader.list()}
+    rows = {r.key: r for r in reader.entries()}
     reader.close()
     assert b"xcombus.objref" in rows["big"].value and len(rows["big"].value) < 400
     assert b"objref" not in rows["small"].value  # below the threshold: inline
@@ -127,7 +127,7 @@ async def test_listing_shows_the_reference_without_reading_the_object(objstore: 
     assert light.startswith("<object file://") and "(1002 bytes)" in light
     backend = load_backend(objstore)
     reader = ViewReader(objstore.view_path)
-    [row] = reader.list()
+    [row] = reader.entries()
     reader.close()
     with pytest.raises(XComNotFoundError, match="missing from object storage"):
         backend.deserialize_value(row)
@@ -245,7 +245,7 @@ async def test_retried_dead_letters_free_the_payloads_nothing_refers_to(objstore
         assert await reader_ti.xcom_pull(task_ids="t", key="a") == big + "2"
         assert await reader_ti.xcom_pull(task_ids="t", key="b") == "inline"
     reader = ViewReader(objstore.view_path)
-    [row] = [r for r in reader.list() if r.key == "a"]
+    [row] = [r for r in reader.entries() if r.key == "a"]
     reader.close()
     ref = load_backend(objstore).reference(row)
     assert ref is not None
@@ -262,7 +262,7 @@ async def test_a_duplicated_event_keeps_its_payload(objstore: Settings) -> None:
         await ti.xcom_push("k", big)
         assert await ti.xcom_pull(task_ids="t", key="k") == big
     reader = ViewReader(objstore.view_path)
-    [row] = reader.list()
+    [row] = reader.entries()
     reader.close()
     assert len(objects(objstore)) == 1
     duplicate = encode_event(Push(schema=SCHEMA_VERSION, key="k", value=row.value, codec=row.codec,

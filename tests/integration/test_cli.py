@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from tests.helpers import cli, settings_env
-from xcombus import Settings, ViewReader
+from xcombus import Settings
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def test_demo_runs_its_tasks_in_separate_processes_and_prints_the_view(settings:
     assert len(pids) == 6  # extract, 4 x transform, load: six processes
     assert "materialized view" in out and "mean_temp_f" in out and "55.29" in out
     reader = ViewReader(settings.view_path)
-    rows = reader.list(dag_id="xcombus_demo", limit=1000)
+    rows = reader.entries(dag_id="xcombus_demo", limit=1000)
     reader.close()
     assert sorted((r.task_id, r.map_index) for r in rows if r.key == "return_value") == [
         ("extract", -1), ("load", -1), *(("transform", i) for i in range(4))]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.helpers import cli
-from xcombus import Settings, XComBus, XComEntry, XComLookup, XComQueryError
+from xcombus import DagSummary, Settings, XComBus, XComEntry, XComLookup, XComQueryError
 
 pytestmark = pytest.mark.integration
 
@@ -26,34 +26,34 @@ async def test_filters_time_range_order_paging_and_summaries(settings: Settings)
         await bus.task_instance("other", "run_a", "t").xcom_push("k", "x")
         await bus.wait_visible(range(settings.partitions))
     with XComLookup(settings) as lookup:
-        everything = lookup.list()
+        everything = lookup.entries()
         assert len(everything) == 5 and lookup.count() == 5
         assert all(isinstance(e, XComEntry) for e in everything)
-        assert [e.map_index for e in lookup.list(dag_id="etl", run_id="run_a")] == [0, 1, 2]
+        assert [e.map_index for e in lookup.entries(dag_id="etl", run_id="run_a")] == [0, 1, 2]
         assert lookup.count(dag_id="etl") == 4 and lookup.count(key="k") == 2
-        newer = lookup.list(since=middle)
+        newer = lookup.entries(since=middle)
         assert {(e.dag_id, e.task_id) for e in newer} == {("etl", "u"), ("other", "t")}
         assert lookup.count(until=middle) == 3
-        newest_first = lookup.list(order_by="timestamp", descending=True)
+        newest_first = lookup.entries(order_by="timestamp", descending=True)
         assert [e.timestamp for e in newest_first] == sorted((e.timestamp for e in everything), reverse=True)
-        page1, page2 = lookup.list(limit=2), lookup.list(limit=2, offset=2)
+        page1, page2 = lookup.entries(limit=2), lookup.entries(limit=2, offset=2)
         assert [e.key for e in page1 + page2] == [e.key for e in everything[:4]]
         assert lookup.get("etl", "run_b", "u", "k").value == (1, 2)             # full value
-        assert lookup.list(dag_id="etl", run_id="run_b")[0].value == (1, 2)     # light == full here
-        assert lookup.list(values="none")[0].value is None
+        assert lookup.entries(dag_id="etl", run_id="run_b")[0].value == (1, 2)     # light == full here
+        assert lookup.entries(values="none")[0].value is None
         assert lookup.get("etl", "run_b", "u", "missing") is None
-        assert lookup.dags() == [("etl", 2, 4), ("other", 1, 1)]
+        assert lookup.dags() == [DagSummary("etl", 2, 4), DagSummary("other", 1, 1)]
         assert [r.run_id for r in lookup.runs("etl")] == ["run_a", "run_b"]  # by logical date, undated last
         assert [(t.task_id, t.map_index, t.xcoms) for t in lookup.task_instances("etl", "run_a")] == [
             ("t", 0, 1), ("t", 1, 1), ("t", 2, 1)]
         with pytest.raises(XComQueryError):
-            lookup.list(order_by="value")  # type: ignore[arg-type]
+            lookup.entries(order_by="value")  # type: ignore[arg-type]
         with pytest.raises(XComQueryError):
-            lookup.list(limit=0)
+            lookup.entries(limit=0)
         with pytest.raises(XComQueryError):
-            lookup.list(since=datetime(2026, 1, 1))  # naive: ambiguous
+            lookup.entries(since=datetime(2026, 1, 1))  # naive: ambiguous
         # Hostile filter values are data, never SQL.
-        assert lookup.list(dag_id="etl' OR '1'='1") == []
+        assert lookup.entries(dag_id="etl' OR '1'='1") == []
     shown = cli("ls", "--json", "--since", middle.strftime("%Y-%m-%dT%H:%M:%S.%f"), "--order-by", "timestamp",
                 settings=settings)
     assert shown.returncode == 0, shown.stderr

@@ -15,14 +15,14 @@ from aiokafka import AIOKafkaProducer
 from tests.helpers import cli, settings_env, start_materializer
 from xcombus import (
     Settings,
-    ViewReader,
     XComBrokerError,
     XComBus,
     XComSerializationError,
     XComTimeoutError,
     XComValueTooLargeError,
 )
-from xcombus.watermarks import EndOffsets
+from xcombus.consistency import EndOffsets
+from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ async def test_materializer_restart_resumes_without_loss_or_duplicates(settings:
         assert reader.offsets() == {p: o for p, o in ends.items() if o}
         # Every event applied exactly once: the applied counters equal the log length.
         assert sum(reader.applied_events().values()) == sum(ends.values()) == 5000
-        rows = {(r.map_index, r.key): int(r.value) for r in reader.list(limit=10_000)}
+        rows = {(r.map_index, r.key): int(r.value) for r in reader.entries(limit=10_000)}
     finally:
         reader.close()
     expected: dict[tuple[int, str], int] = {}

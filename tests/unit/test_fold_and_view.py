@@ -10,10 +10,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from xcombus import MsgspecXCom, Settings, ViewReader, XComBus, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, Settings, XComBus, XComViewError, XComViewLockedError
+from xcombus.consistency import ViewPoller
 from xcombus.events import SCHEMA_VERSION, Clear, Push, TaskInstanceKey, encode_event
 from xcombus.materialize import fold
-from xcombus.view import ViewBatch, ViewNotReadyError, ViewWriter
+from xcombus.view import ViewBatch, ViewNotReadyError, ViewReader, ViewWriter
 
 
 class Rec(NamedTuple):
@@ -84,7 +85,7 @@ async def test_apply_writes_rows_and_offsets_together(tmp_path: Path) -> None:
         await writer.apply(fold({0: recs(clear(), push("a", b"3"), start=2)}, {0: 2}, MsgspecXCom))
         assert await writer.offsets() == {0: 4}
     reader = ViewReader(path)
-    assert [(r.key, r.value, r.offset) for r in reader.list()] == [("a", b"3", 3)]
+    assert [(r.key, r.value, r.offset) for r in reader.entries()] == [("a", b"3", 3)]
     assert reader.offsets() == {0: 4} and reader.applied_events() == {0: 4}
     reader.close()
 
@@ -99,7 +100,7 @@ async def test_failed_transaction_applies_nothing(tmp_path: Path) -> None:
             await writer.apply(batch)
         assert await writer.offsets() == {0: 1}
     reader = ViewReader(path)
-    assert [r.key for r in reader.list()] == ["a"]
+    assert [r.key for r in reader.entries()] == ["a"]
     reader.close()
 
 
@@ -199,12 +200,12 @@ async def test_a_view_being_created_reads_as_nothing_applied_yet(tmp_path: Path)
     with pytest.raises(ViewNotReadyError, match="no view at"):  # an XComViewError for callers
         ViewReader(path)
     bus = XComBus(Settings(view_path=str(path), topic="t"))
-    assert bus._applied_offsets() == {}  # no file (decided by the reader itself, not a check
+    assert ViewPoller(bus._view).offsets() == {}  # no file (decided by the reader itself, not a check
     # of the path before it: the file may appear between the two)
     sqlite3.connect(path).close()  # the file exists, its tables not yet
-    assert bus._applied_offsets() == {}
+    assert ViewPoller(bus._view).offsets() == {}
     async with ViewWriter(path, topic="other"):
         pass
     bus._reader = None
     with pytest.raises(XComViewError, match="other"):
-        bus._applied_offsets()
+        ViewPoller(bus._view).offsets()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ast
+import inspect
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import xcombus
+import xcombus.errors
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -43,6 +48,44 @@ def test_importing_xcombus_loads_nothing_heavy() -> None:
 def test_errors_share_one_root() -> None:
     errors = [getattr(xcombus, n) for n in xcombus.__all__ if n.endswith("Error")]
     assert errors and all(issubclass(e, xcombus.XComBusError) for e in errors)
+
+
+def test_every_exported_or_defined_error_derives_from_the_root() -> None:
+    exported = [getattr(xcombus, n) for n in xcombus.__all__]
+    defined = [getattr(xcombus.errors, n) for n in xcombus.errors.__all__]
+    errors = [e for e in [*exported, *defined] if isinstance(e, type) and issubclass(e, BaseException)]
+    assert len(errors) >= len(xcombus.errors.__all__)
+    assert all(issubclass(e, xcombus.XComBusError) for e in errors), errors
+
+
+def _public_signatures() -> Iterator[tuple[str, str]]:
+    """(where, text) of every annotation a user of an exported name can see: the signatures of
+    exported functions, and of the public methods, properties and fields of exported classes."""
+    for name in xcombus.__all__:
+        obj = getattr(xcombus, name)
+        if inspect.isfunction(obj):
+            yield name, str(inspect.signature(obj))
+        if not isinstance(obj, type):
+            continue
+        for cls in obj.__mro__:
+            if not cls.__module__.startswith("xcombus"):
+                continue
+            for field, annotation in inspect.get_annotations(cls).items():
+                if not field.startswith("_"):
+                    yield f"{name}.{field}", str(annotation)
+            for attr, member in vars(cls).items():
+                if attr.startswith("_") and attr != "__init__":
+                    continue
+                func: Any = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+                if inspect.isfunction(func):
+                    yield f"{name}.{attr}", str(inspect.signature(func))
+
+
+def test_no_public_signature_mentions_a_private_type() -> None:
+    seen = list(_public_signatures())
+    assert any("NotSet" in text for where, text in seen if where == "TaskInstance.xcom_pull")
+    private = [(where, text) for where, text in seen if re.search(r"(?<![\w.])_[A-Za-z]\w*", text)]
+    assert not private
 
 
 def test_no_pickle_or_eval_in_the_package() -> None:

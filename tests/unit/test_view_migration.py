@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from xcombus import MsgspecXCom, ViewReader
+from xcombus import MsgspecXCom
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event
 from xcombus.materialize import fold
-from xcombus.view import ViewWriter
+from xcombus.view import ViewReader, ViewWriter
 from xcombus.writer import ViewWriterProcess
 
 from .test_fold_and_view import recs

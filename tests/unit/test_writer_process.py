@@ -20,17 +20,17 @@ from tests.unit.test_fold_and_view import (
     recs,
     watch_readers_while,
 )
-from xcombus import MsgspecXCom, Settings, ViewReader, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, Settings, XComViewError, XComViewLockedError
 from xcombus.events import SCHEMA_VERSION, Push, encode_event
 from xcombus.materialize import Materializer, fold
-from xcombus.view import ViewWriter, row_record
+from xcombus.view import ViewReader, ViewWriter, row_record
 from xcombus.writer import ViewWriterProcess
 
 
 def _stored(path: Path) -> tuple[list[tuple[str, bytes, int]], dict[int, int], dict[int, int]]:
     reader = ViewReader(path)
     try:
-        return ([(r.key, r.value, r.offset) for r in reader.list()], reader.offsets(),
+        return ([(r.key, r.value, r.offset) for r in reader.entries()], reader.offsets(),
                 reader.applied_events())
     finally:
         reader.close()
@@ -264,7 +264,7 @@ async def test_both_writers_store_a_missing_date_as_null_and_values_as_blobs(
     assert stored == [("dated", "blob", 0, "integer"), ("undated", "blob", None, "null")]
     reader = ViewReader(path)
     try:
-        records = {r.key: r for r in reader.list()}
+        records = {r.key: r for r in reader.entries()}
     finally:
         reader.close()
     assert records["undated"].logical_date is None and records["dated"].logical_date == 0

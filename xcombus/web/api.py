@@ -16,9 +16,10 @@ from litestar import Router, get
 from litestar.params import Parameter
 from litestar.types import Guard
 
+from .._time import from_us
 from ..audit import history
 from ..errors import XComBrokerError, XComNotFoundError, XComQueryError
-from ..lookup import XComLookup, from_us
+from ..lookup import XComLookup
 from ..records import XComRecord
 from ..settings import Settings
 from .models import (
@@ -63,7 +64,7 @@ _BROWSE = ["Browse"]
 def _entry(record: XComRecord, value: Any) -> XComEntry:
     return XComEntry(dag_id=record.dag_id, dag_run_id=record.run_id, task_id=record.task_id,
                      map_index=record.map_index, key=record.key,
-                     timestamp=from_us(record.timestamp),  # type: ignore[arg-type]
+                     timestamp=from_us(record.timestamp),
                      logical_date=from_us(record.logical_date), value=value)
 
 
@@ -88,7 +89,7 @@ def api_router(settings: Settings, lookup: XComLookup, guards: list[Guard],
         dag, run, task = check_filters(dag_id, dag_run_id, task_id, xcom_key)
         filters: dict[str, Any] = dict(dag_id=dag, run_id=run, task_id=task, key=xcom_key,
                                        map_index=map_index)
-        records = lookup.reader.list(**filters, limit=limit, offset=offset)
+        records = lookup.reader.entries(**filters, limit=limit, offset=offset)
         return XComCollection(xcom_entries=[_entry(r, light_value(backend, r)) for r in records],
                               total_entries=lookup.count(**filters))
 
@@ -147,7 +148,7 @@ def api_router(settings: Settings, lookup: XComLookup, guards: list[Guard],
          summary="List DAGs with XComs", responses=problem_responses(401, 503))
     def list_dags() -> DagCollection:
         """Every DAG that has XComs in the view, with its numbers of runs and XComs."""
-        dags = [DagItem(dag_id=d, runs=runs, xcoms=n) for d, runs, n in lookup.dags()]
+        dags = [DagItem(dag_id=d.dag_id, runs=d.runs, xcoms=d.xcoms) for d in lookup.dags()]
         return DagCollection(dags=dags, total_entries=len(dags))
 
     @get("/dags/{dag_id:str}/dagRuns", sync_to_thread=False, tags=_BROWSE, operation_id="get_dag_runs",

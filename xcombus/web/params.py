@@ -12,7 +12,8 @@ from typing import Annotated, Any, Final
 from litestar.params import Parameter
 
 from ..errors import XComIdentifierError
-from ..events import TaskInstanceKey, validate_key
+from ..events import ID_PATTERN, RUN_ID_PATTERN, TaskInstanceKey, validate_key
+from ..limits import MAX_PAGE
 
 __all__ = [
     "KEY_PATTERN",
@@ -34,15 +35,13 @@ __all__ = [
 
 #: ``~`` in a listing's dag_id, dag_run_id or task_id means "any", as in Airflow.
 WILDCARD: Final = "~"
-#: The largest page a listing returns (the view's own limit).
-MAX_PAGE: Final = 10_000
 #: Bound of offsets and map indexes (Airflow's map indexes are 32-bit): a larger number is a
 #: 400 naming the parameter, never an overflow in SQLite.
 MAX_INT: Final = 2**31 - 1
 
-# The documented patterns (the checks themselves are TaskInstanceKey's and validate_key's).
-_ID: Final = r"[\w.-]{1,250}"
-_RUN_ID: Final = r"[A-Za-z0-9_.~:+-]{1,250}"
+# The documented patterns are the ones TaskInstanceKey checks (and validate_key for keys).
+_ID: Final = ID_PATTERN
+_RUN_ID: Final = RUN_ID_PATTERN
 #: Documents the printable-key rule; Unicode classes beyond C0/C1 controls are checked by the server.
 KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]{1,512}$"
 
