@@ -29,13 +29,13 @@ def bearer_guard(token: str) -> Guard:
     """A guard that admits a request only when it carries ``token`` as its bearer token."""
     expected = token.encode()
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         header = connection.headers.get("authorization")
         if header is None:
             raise NotAuthorizedException(
                 detail="this API needs a token: send 'Authorization: Bearer <token>' "
                        "(the server's XCOMBUS_API_TOKEN)", headers=_CHALLENGE)
-        scheme, _, given = header.partition(" ")
+        scheme, _sep, given = header.partition(" ")
         # Headers arrive decoded as latin-1: encoding back gives the bytes sent. compare_digest
         # takes as long wherever the tokens differ.
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1"), expected):

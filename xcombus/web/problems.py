@@ -14,6 +14,7 @@ from typing import Any, Final
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
 
 from ..errors import (
     XComBrokerError,
@@ -113,7 +114,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
 
 
 #: The app's exception handlers.
-exception_handlers: Final[dict[type[Exception], Any]] = {
+exception_handlers: Final[ExceptionHandlersMap] = {
     HTTPException: _http_error,
     XComBusError: _xcom_error,
     Exception: _unexpected,
