@@ -14,8 +14,6 @@ from tests.helpers import EXAMPLES, cli
 from xcombus import Settings, ViewReader, XComBus
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event, now_us, partition_for
 
-pytestmark = pytest.mark.integration
-
 A = TaskInstanceKey("d", "r", "a")
 B = TaskInstanceKey("d", "r", "b")
 
