@@ -41,6 +41,8 @@ KAFKA_VERSION: Final = "4.3.1"
 # Kafka 4.x logs through slf4j 1.7; this binding routes it to the log4j 2 it ships.
 _LOG4J_VERSION: Final = "2.25.4"
 _HEAP: Final = "512m"
+# Partitions of the group metadata topic (__consumer_offsets); each has its own coordinator.
+_OFFSETS_PARTITIONS: Final = 5
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -77,7 +79,7 @@ num.partitions=1
 # xcombus creates its topic explicitly (partitions, retention, cleanup.policy=delete).
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
-offsets.topic.num.partitions=5
+offsets.topic.num.partitions={offsets_partitions}
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
@@ -197,7 +199,7 @@ class LocalBroker:
         """The text of this node's ``server.properties``."""
         return _SERVER_PROPERTIES.format(
             port=self.port, controller_port=self.controller_port, data=self.home / "data",
-            protocol=self.listener_protocol)
+            protocol=self.listener_protocol, offsets_partitions=_OFFSETS_PARTITIONS)
 
     def format_args(self) -> list[str]:
         """StorageTool arguments naming the cluster id and the controller quorum."""
@@ -278,8 +280,8 @@ class LocalBroker:
     def wait_ready(self, deadline: float, proc: subprocess.Popen[bytes] | None = None, *,
                    brokers: int = 1) -> None:
         """Return once this broker answers a metadata request listing at least ``brokers``
-        brokers; raise if ``proc`` (its JVM, when we just launched it) exits first, or at
-        ``deadline`` (a ``time.monotonic()`` value)."""
+        brokers and every group coordinator is ready; raise if ``proc`` (its JVM, when we
+        just launched it) exits first, or at ``deadline`` (a ``time.monotonic()`` value)."""
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -358,8 +360,31 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode`` of an ASCII string (Kafka places groups by it)."""
+    h = 0
+    for char in text:
+        h = (31 * h + ord(char)) & 0xFFFFFFFF
+    return h
+
+
+def _probe_groups(partitions: int) -> list[str]:
+    """One group id per partition of the group metadata topic: Kafka stores a group in
+    partition ``abs(hashCode(group_id)) % partitions``."""
+    groups: dict[int, str] = {}
+    i = 0
+    while len(groups) < partitions:
+        group = f"xcombus-ready-{i}"
+        groups.setdefault((_java_string_hash(group) & 0x7FFFFFFF) % partitions, group)
+        i += 1
+    return [groups[p] for p in sorted(groups)]
+
+
 async def _probe(bootstrap_servers: str, options: dict[str, str], brokers: int) -> None:
     from aiokafka import AIOKafkaClient
+    from aiokafka.client import CoordinationType
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.admin import DescribeGroupsRequest
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **options)
     try:
@@ -369,5 +394,14 @@ async def _probe(bootstrap_servers: str, options: dict[str, str], brokers: int) 
             raise XComBrokerError("the broker answered but lists no brokers yet")
         if listed < brokers:
             raise XComBrokerError(f"the cluster answered but lists {listed} of {brokers} brokers")
+        # A fresh broker creates its group metadata topic on the first FindCoordinator and
+        # then loads each partition; until then consumers joining a group log every retry as
+        # an aiokafka ERROR. Ready means every partition's coordinator answers for a group.
+        for group in _probe_groups(_OFFSETS_PARTITIONS):
+            node = await asyncio.wait_for(client.coordinator_lookup(CoordinationType.GROUP, group), 5)
+            response = await asyncio.wait_for(client.send(node, DescribeGroupsRequest([group])), 5)
+            error_code = response.groups[0][0]
+            if error_code:
+                raise for_code(error_code)()
     finally:
         await client.close()
