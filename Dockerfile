@@ -1,4 +1,4 @@
-# xcombus: the library, the `xcombus` CLI and the materializer (python -m consumers.materializer).
+# xcombus: the library and the `xcombus` CLI (its materializer: `xcombus materialize`).
 # Pure-Python PyPI dependencies only (aiokafka, msgspec, aiosqlite, click, rich): no Java here.
 # The Kafka broker runs in its own container (see docker-compose.yml).
 FROM python:3.11-slim
@@ -10,11 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Only what the wheel is built from (pyproject.toml packages xcombus* and consumers*), so
-# caches, local *.db views and .git never end up in the image.
+# Only what the wheel is built from (pyproject.toml packages xcombus* only), so caches,
+# local *.db views and .git never end up in the image.
 COPY pyproject.toml README.md ./
 COPY xcombus ./xcombus
-COPY consumers ./consumers
 RUN pip install --no-cache-dir . \
     && xcombus --version
 

@@ -1,24 +1,55 @@
-"""Helpers shared by tests: child-process environments and small async utilities."""
+"""Helpers shared by tests: per-test settings, child-process environments, the CLI runner,
+starting and stopping child processes.
+
+Test modules import shared pieces from here (or tests/faults/workload.py), never from each
+other or from a conftest.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from xcombus import Settings, XComBus, XComBusError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def make_settings(bootstrap_servers: str, directory: Path, *, topic_prefix: str = "xcombus.test",
+                  **overrides: Any) -> Settings:
+    """Settings for one test: its own topic and view file (in ``directory``), so tests never
+    see each other, and none of the environment's XCOMBUS_* settings."""
+    options: dict[str, Any] = {"partitions": 3, "connect_timeout": 10.0, "push_timeout": 20.0,
+                               "pull_timeout": 20.0, **overrides}
+    return Settings.from_env({}, bootstrap_servers=bootstrap_servers,
+                             topic=f"{topic_prefix}.{uuid.uuid4().hex[:12]}",
+                             view_path=str(directory / "view.db"), **options)
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any XCOMBUS_* variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("XCOMBUS_")}
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process the same settings."""
-    env = dict(os.environ)
+    """The environment that gives a child process the same settings, and only them: every
+    other XCOMBUS_* variable (a developer's own) is left out."""
+    env = clean_env()
     for name in ("bootstrap_servers", "topic", "view_path", "partitions", "connect_timeout",
                  "push_timeout", "pull_timeout", "xcom_backend", "allowed_deserialization_classes",
                  "object_storage_path", "object_storage_threshold", "object_storage_compression"):
@@ -28,10 +59,27 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m xcombus ARGS`` in a child process with the test's settings."""
+def cli(*args: str, settings: Settings | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m xcombus ARGS`` in a child process with the test's settings (or
+    ``env``; without either, a clean environment)."""
+    if env is None:
+        env = settings_env(settings) if settings is not None else clean_env()
     return subprocess.run([sys.executable, "-m", "xcombus", *args], capture_output=True, text=True,
-                          timeout=timeout, env=settings_env(settings), stdin=subprocess.DEVNULL)
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 timeout: float = 60) -> tuple[int, str]:
+    """Send ``sig``, wait up to ``timeout`` seconds, then SIGKILL; return the exit code and
+    the output the process wrote to its pipe (empty when it had none)."""
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out or ""
 
 
 class DrainedPopen(subprocess.Popen[str]):
@@ -61,10 +109,14 @@ class DrainedPopen(subprocess.Popen[str]):
         return self.output(), ""
 
 
-def start_materializer(settings: Settings) -> DrainedPopen:
-    """Start ``python -m consumers.materializer`` as a separate process."""
-    return DrainedPopen([sys.executable, "-m", "consumers.materializer", "--log-level", "INFO"],
-                        env=settings_env(settings), stdin=subprocess.DEVNULL)
+#: The materializer as a user starts it (the installed CLI).
+MATERIALIZER = [sys.executable, "-m", "xcombus", "materialize"]
+
+
+def start_materializer(settings: Settings, env: dict[str, str] | None = None) -> DrainedPopen:
+    """Start ``xcombus materialize`` as a separate process."""
+    return DrainedPopen([*MATERIALIZER, "--log-level", "INFO"],
+                        env=env if env is not None else settings_env(settings), stdin=subprocess.DEVNULL)
 
 
 async def wait_visible_or_dump(bus: XComBus, mat: DrainedPopen, partitions: Iterable[int]) -> None:
@@ -75,6 +127,46 @@ async def wait_visible_or_dump(bus: XComBus, mat: DrainedPopen, partitions: Iter
     except XComBusError:
         mat.send_signal(signal.SIGUSR1)
         await asyncio.sleep(1)
-        mat.terminate()
-        print(mat.communicate(timeout=60)[0][-6000:])
+        print(stop_process(mat)[1][-6000:])
         raise
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free now; the caller binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(settings: Settings, *, token: str = "") -> Iterator[str]:
+    """Run ``python -m xcombus serve`` on a free port; yield its base URL once /health answers.
+
+    Its output goes to a file next to the view (a pipe nobody reads would fill up and block
+    the server's access log); at the end the file must not contain the token.
+    """
+    port = free_port()
+    env = settings_env(settings)
+    env["XCOMBUS_API_TOKEN"] = token
+    log_path = Path(settings.view_path).with_name(f"serve-{port}.log")
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "xcombus", "serve", "--port", str(port)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_process(proc, signal.SIGKILL)
+                pytest.fail(f"xcombus serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        stop_process(proc, timeout=20)
+        assert token == "" or token not in log_path.read_text(), "the server logged its token"

@@ -1,4 +1,4 @@
-"""A local single-node Apache Kafka (KRaft) for tests, the demo and development.
+"""A local single-node Apache Kafka (KRaft): ``xcombus broker``, the demo, tests, benchmarks.
 
 The broker is the official Apache Kafka build: the ``org.apache.kafka:kafka_2.13`` jars
 and their runtime dependencies, resolved from Maven Central by Maven and cached under
@@ -9,6 +9,11 @@ process recorded in that pid file.
 Why Kafka 4.3.1: the newest release line, and aiokafka 0.14 (which speaks the old protocol
 versions Kafka 4 kept) passes our whole suite against it; Kafka 4.x runs KRaft only, so no
 ZooKeeper is needed, and Java 17 is enough.
+
+One readiness loop (:meth:`LocalBroker.wait_ready`: a client's metadata request lists the
+brokers) and one stop loop (:meth:`LocalBroker.wait_exited`: SIGKILL after a deadline, then
+reap). Multi-node clusters and SASL listeners are test fixtures (``tests/faults/cluster.py``)
+built on the public hooks of :class:`LocalBroker`.
 """
 
 from __future__ import annotations
@@ -23,18 +28,21 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from .errors import XComBrokerError, XComConfigError, XComTimeoutError
 
-__all__ = ["KAFKA_VERSION", "LocalBroker", "LocalCluster", "cache_root"]
+__all__ = ["KAFKA_VERSION", "LocalBroker", "cache_root", "new_cluster_id"]
 
 KAFKA_VERSION: Final = "4.3.1"
 # Kafka 4.x logs through slf4j 1.7; this binding routes it to the log4j 2 it ships.
 _LOG4J_VERSION: Final = "2.25.4"
 _HEAP: Final = "512m"
+# Partitions of the group metadata topic (__consumer_offsets); each has its own coordinator.
+_OFFSETS_PARTITIONS: Final = 5
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -71,47 +79,12 @@ num.partitions=1
 # xcombus creates its topic explicitly (partitions, retention, cleanup.policy=delete).
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
-offsets.topic.num.partitions=5
+offsets.topic.num.partitions={offsets_partitions}
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-"""
-
-# One node (broker and controller) of a LocalCluster: a static controller quorum, topics
-# replicated to three nodes and writes refused below two in-sync replicas.
-_CLUSTER_PROPERTIES = """# Written by xcombus: node {node_id} of a {nodes}-node KRaft cluster on loopback.
-process.roles=broker,controller
-node.id={node_id}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.quorum.voters={voters}
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data}
-num.partitions=1
-auto.create.topics.enable=false
-default.replication.factor={replicas}
-min.insync.replicas={min_isr}
-unclean.leader.election.enable=false
-offsets.topic.replication.factor={replicas}
-offsets.topic.num.partitions=5
-transaction.state.log.replication.factor={replicas}
-transaction.state.log.min.isr={min_isr}
-share.coordinator.state.topic.replication.factor={replicas}
-share.coordinator.state.topic.min.isr={min_isr}
-group.initial.rebalance.delay.ms=0
-"""
-
-# SASL/PLAIN on the client listener (tests of authenticated clients). The broker talks to
-# itself as the first user.
-_SASL_PROPERTIES = """sasl.enabled.mechanisms=PLAIN
-sasl.mechanism.inter.broker.protocol=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=\
-  org.apache.kafka.common.security.plain.PlainLoginModule required \
-  username="{user}" password="{password}" {users};
 """
 
 _LOG4J2_PROPERTIES = """status = warn
@@ -135,8 +108,8 @@ def cache_root() -> Path:
     return Path(base) / "xcombus"
 
 
-def _kafka_uuid() -> str:
-    """A cluster id as Kafka's ``Uuid.randomUuid().toString()`` makes it."""
+def new_cluster_id() -> str:
+    """A new KRaft cluster id, as Kafka's ``Uuid.randomUuid().toString()`` makes it."""
     while True:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
@@ -154,11 +127,15 @@ class LocalBroker:
     """One local Kafka broker, identified by its home directory.
 
     ``start()`` returns once a client's metadata request succeeds; ``stop()`` stops the
-    process named in ``<home>/broker.pid`` only if it is this broker.
+    process named in ``<home>/broker.pid`` only if it is this broker. Subclasses change the
+    node's configuration through :meth:`server_properties`, :meth:`format_args`,
+    :attr:`listener_protocol`, :attr:`jvm_memory` and :meth:`client_options`.
     """
 
     #: JVM heap flags of the broker process.
-    _jvm_memory: tuple[str, ...] = (f"-Xmx{_HEAP}", "-Xms256m")
+    jvm_memory: ClassVar[tuple[str, ...]] = (f"-Xmx{_HEAP}", "-Xms256m")
+    #: The security protocol of the client listener.
+    listener_protocol: ClassVar[str] = "PLAINTEXT"
 
     def __init__(
         self,
@@ -166,14 +143,8 @@ class LocalBroker:
         *,
         port: int | None = None,
         kafka_version: str = KAFKA_VERSION,
-        sasl_users: dict[str, str] | None = None,
     ) -> None:
         env_port = os.environ.get("XCOMBUS_BROKER_PORT")
-        #: user -> password: when given, the client listener is SASL_PLAINTEXT with PLAIN.
-        self.sasl_users = dict(sasl_users or {})
-        for user, password in self.sasl_users.items():
-            if not user.isidentifier() or '"' in password or "\\" in password:
-                raise XComConfigError(f"SASL user {user!r}: use an identifier and a password without quotes")
         self.port = int(port or env_port or 9092)
         if not 1 <= self.port <= 65534:
             raise XComConfigError(f"broker port {self.port} is out of range")
@@ -188,6 +159,7 @@ class LocalBroker:
 
     @property
     def bootstrap_servers(self) -> str:
+        """``host:port`` of the client listener."""
         return f"127.0.0.1:{self.port}"
 
     # -- jars -----------------------------------------------------------------------
@@ -222,6 +194,21 @@ class LocalBroker:
         marker.write_text(self.kafka_version + "\n")
         return self.lib_dir
 
+    # -- configuration (the hooks subclasses override) ---------------------------------
+    def server_properties(self) -> str:
+        """The text of this node's ``server.properties``."""
+        return _SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data=self.home / "data",
+            protocol=self.listener_protocol, offsets_partitions=_OFFSETS_PARTITIONS)
+
+    def format_args(self) -> list[str]:
+        """StorageTool arguments naming the cluster id and the controller quorum."""
+        return ["--standalone", "-t", new_cluster_id()]
+
+    def client_options(self) -> dict[str, str]:
+        """aiokafka options (authentication) the readiness probe connects with."""
+        return {}
+
     # -- process ----------------------------------------------------------------------
     def _java(self) -> str:
         java = shutil.which("java")
@@ -229,24 +216,10 @@ class LocalBroker:
             raise XComBrokerError("Java 17 or newer is needed to run the local Kafka broker")
         return java
 
-    def _server_properties(self) -> str:
-        text = _SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data=self.home / "data",
-            protocol="SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT")
-        if self.sasl_users:
-            (user, password), = list(self.sasl_users.items())[:1]
-            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
-            text += _SASL_PROPERTIES.format(user=user, password=password, users=users)
-        return text
-
-    def _format_args(self) -> list[str]:
-        """StorageTool arguments naming the cluster id and the controller quorum."""
-        return ["--standalone", "-t", _kafka_uuid()]
-
     def _write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
-        config.write_text(self._server_properties())
+        config.write_text(self.server_properties())
         (self.home / "log4j2.properties").write_text(_LOG4J2_PROPERTIES.format(log=self.log_file))
         return config
 
@@ -255,7 +228,7 @@ class LocalBroker:
             return
         cmd = [self._java(), "-Xmx256m", "-cp", f"{self.lib_dir}/*",
                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-               "kafka.tools.StorageTool", "format", *self._format_args(), "-c", str(config)]
+               "kafka.tools.StorageTool", "format", *self.format_args(), "-c", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -280,18 +253,19 @@ class LocalBroker:
         """Start the broker unless it runs already; return its pid once it answers."""
         running = self.pid()
         if running is not None:
-            self._wait_ready(time.monotonic() + timeout, None)
+            self.wait_ready(time.monotonic() + timeout)
             return running
         self.ensure_jars()
-        proc = self._spawn()
-        self._wait_ready(time.monotonic() + timeout, proc)
+        proc = self.spawn()
+        self.wait_ready(time.monotonic() + timeout, proc)
         return proc.pid
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        """Write the config, format the storage once, launch the JVM and record its pid."""
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Write the config, format the storage once, launch the JVM and record its pid;
+        return at once (:meth:`wait_ready` waits for it to answer)."""
         config = self._write_config()
         self._format_storage(config)
-        cmd = [self._java(), *self._jvm_memory, "-XX:+UseG1GC",
+        cmd = [self._java(), *self.jvm_memory, "-XX:+UseG1GC",
                "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.home / 'logs'}",
@@ -303,7 +277,11 @@ class LocalBroker:
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc
 
-    def _wait_ready(self, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
+    def wait_ready(self, deadline: float, proc: subprocess.Popen[bytes] | None = None, *,
+                   brokers: int = 1) -> None:
+        """Return once this broker answers a metadata request listing at least ``brokers``
+        brokers and every group coordinator is ready; raise if ``proc`` (its JVM, when we
+        just launched it) exits first, or at ``deadline`` (a ``time.monotonic()`` value)."""
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -313,7 +291,7 @@ class LocalBroker:
             try:
                 # A plain TCP connect first keeps aiokafka from logging refused connections.
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                _run_blocking(_probe(self.bootstrap_servers, self.sasl_users))
+                _run_blocking(_probe(self.bootstrap_servers, self.client_options(), brokers))
                 return
             except Exception as exc:  # any failure means "not ready yet"; keep the reason
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -322,15 +300,17 @@ class LocalBroker:
             f"Kafka at {self.bootstrap_servers} did not answer in time ({last_error}); "
             f"log tail:\n{_tail(self.log_file)}")
 
-    def stop(self, timeout: float = 60.0) -> bool:
-        """Stop this broker (SIGTERM, then SIGKILL after ``timeout``); False if not running."""
+    def send_signal(self, sig: int) -> int | None:
+        """Send ``sig`` to this broker; return its pid, or None if it is not running."""
         pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pid
+
+    def wait_exited(self, pid: int, deadline: float) -> None:
+        """Wait until process ``pid`` (this broker) is gone, SIGKILL it at ``deadline``,
+        reap it and remove the pid file."""
         while time.monotonic() < deadline and self.pid() is not None:
             _reap(pid)
             time.sleep(0.2)
@@ -338,8 +318,16 @@ class LocalBroker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
-            _reap(pid)
+        _reap(pid)
         self.pid_file.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop this broker (SIGTERM, then SIGKILL after ``timeout``); False if not running."""
+        pid = self.send_signal(signal.SIGTERM)
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self.wait_exited(pid, time.monotonic() + timeout)
         return True
 
     def status(self) -> dict[str, object]:
@@ -355,150 +343,7 @@ class LocalBroker:
         }
 
 
-class _ClusterNode(LocalBroker):
-    """One broker+controller of a :class:`LocalCluster` (its own home, ports and node id)."""
-
-    _jvm_memory = (f"-Xmx{_HEAP}", "-Xms128m")
-
-    def __init__(self, home: Path, *, port: int, node_id: int, cluster: LocalCluster) -> None:
-        super().__init__(home, port=port, kafka_version=cluster.kafka_version)
-        self.node_id = node_id
-        self._cluster = cluster
-
-    def _server_properties(self) -> str:
-        nodes = len(self._cluster.nodes)
-        replicas = min(nodes, 3)
-        return _CLUSTER_PROPERTIES.format(
-            node_id=self.node_id, nodes=nodes, port=self.port, controller_port=self.controller_port,
-            voters=self._cluster.quorum_voters, data=self.home / "data",
-            replicas=replicas, min_isr=max(1, replicas - 1))
-
-    def _format_args(self) -> list[str]:
-        # A static quorum (controller.quorum.voters): no --standalone, one shared cluster id.
-        return ["-t", self._cluster.cluster_id]
-
-
-class LocalCluster:
-    """Several local Kafka nodes, each broker and controller, forming one KRaft cluster.
-
-    ``ports`` holds each node's client port P; its controller listens on P+1. Node ``i``
-    (0-based) has ``node.id`` i+1 and lives in ``<home>/node-<i+1>``. Topics get three
-    replicas and need two in sync to accept writes (``min.insync.replicas=2``); unclean
-    leader election is off, so a leader is always a replica that had every acknowledged
-    record. Meant for fault tests: :meth:`kill_node` is ``kill -9``.
-    """
-
-    def __init__(self, home: str | os.PathLike[str], ports: list[int], *,
-                 kafka_version: str = KAFKA_VERSION) -> None:
-        if not ports:
-            raise XComConfigError("a cluster needs at least one node port")
-        taken = {q for p in ports for q in (p, p + 1)}
-        if len(taken) != 2 * len(ports):
-            raise XComConfigError(f"node ports {ports} overlap (each node uses P and P+1)")
-        self.home = Path(home).resolve()
-        self.kafka_version = kafka_version
-        self.nodes = [_ClusterNode(self.home / f"node-{i + 1}", port=port, node_id=i + 1, cluster=self)
-                      for i, port in enumerate(ports)]
-        id_file = self.home / "cluster.id"
-        try:
-            self.cluster_id = id_file.read_text().strip()
-        except OSError:
-            self.cluster_id = _kafka_uuid()
-            self.home.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(self.cluster_id + "\n")
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return ",".join(node.bootstrap_servers for node in self.nodes)
-
-    @property
-    def quorum_voters(self) -> str:
-        return ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
-
-    def start(self, timeout: float = 120.0) -> list[int]:
-        """Start every node not running; return their pids once each node answers a
-        metadata request that lists all nodes."""
-        self.nodes[0].ensure_jars()
-        procs = {i: node._spawn() for i, node in enumerate(self.nodes) if node.pid() is None}
-        self._wait_ready(time.monotonic() + timeout, procs)
-        return [node.pid() or -1 for node in self.nodes]
-
-    def start_node(self, i: int, timeout: float = 120.0) -> int:
-        """(Re)start node ``i``; return its pid once every node answers and lists all nodes."""
-        node = self.nodes[i]
-        pid = node.pid()
-        procs = {} if pid is not None else {i: node._spawn()}
-        self._wait_ready(time.monotonic() + timeout, procs)
-        return node.pid() or -1
-
-    def kill_node(self, i: int) -> bool:
-        """``kill -9`` node ``i`` (no controlled shutdown); False if it was not running."""
-        node = self.nodes[i]
-        pid = node.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while node.pid() is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            _reap(pid)
-        node.pid_file.unlink(missing_ok=True)
-        return pid is not None
-
-    def stop_node(self, i: int, timeout: float = 60.0) -> bool:
-        """Stop node ``i`` cleanly (SIGTERM, SIGKILL after ``timeout``); False if not running."""
-        return self.nodes[i].stop(timeout)
-
-    def stop(self, timeout: float = 60.0) -> int:
-        """Stop every node: SIGTERM to all at once (so none waits for a quorum that has gone),
-        SIGKILL after ``timeout``. Return how many were running."""
-        running = [(node, pid) for node in self.nodes if (pid := node.pid()) is not None]
-        for _, pid in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(node.pid() is not None for node, _ in running):
-            for _, pid in running:
-                _reap(pid)
-            time.sleep(0.2)
-        for node, pid in running:
-            if node.pid() is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                time.sleep(0.2)
-            _reap(pid)
-        for node in self.nodes:
-            node.pid_file.unlink(missing_ok=True)
-        return len(running)
-
-    def _wait_ready(self, deadline: float, procs: dict[int, subprocess.Popen[bytes]]) -> None:
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            for i, proc in procs.items():
-                if proc.poll() is not None:
-                    raise XComBrokerError(
-                        f"Kafka node {i + 1} exited with code {proc.returncode} during start-up:\n"
-                        f"{self._log_tails()}")
-            try:
-                # Every node must answer and list every node: after a kill -9 the others
-                # still list the dead one until its session expires (about 9 s).
-                for node in self.nodes:
-                    socket.create_connection(("127.0.0.1", node.port), timeout=1).close()
-                    _run_blocking(_probe(node.bootstrap_servers, {}, brokers=len(self.nodes)))
-                return
-            except Exception as exc:  # any failure means "not ready yet"; keep the reason
-                last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.5)
-        raise XComTimeoutError(
-            f"the Kafka cluster at {self.bootstrap_servers} did not list all {len(self.nodes)} "
-            f"brokers in time ({last_error}):\n{self._log_tails()}")
-
-    def _log_tails(self, lines: int = 15) -> str:
-        return "\n".join(f"-- node {n.node_id} ({n.log_file}):\n{_tail(n.log_file, lines)}\n"
-                         f"{_tail(n.out_file, 5)}" for n in self.nodes)
-
-
-def _run_blocking(coro: Any) -> None:
+def _run_blocking(coro: Coroutine[Any, Any, None]) -> None:
     """asyncio.run, also from code that already runs inside an event loop (a thread then)."""
     try:
         asyncio.get_running_loop()
@@ -515,15 +360,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-async def _probe(bootstrap_servers: str, sasl_users: dict[str, str], brokers: int = 1) -> None:
-    from aiokafka import AIOKafkaClient
+def _java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode`` of an ASCII string (Kafka places groups by it)."""
+    h = 0
+    for char in text:
+        h = (31 * h + ord(char)) & 0xFFFFFFFF
+    return h
 
-    auth: dict[str, str] = {}
-    if sasl_users:
-        user, password = next(iter(sasl_users.items()))
-        auth = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                "sasl_plain_username": user, "sasl_plain_password": password}
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **auth)
+
+def _probe_groups(partitions: int) -> list[str]:
+    """One group id per partition of the group metadata topic: Kafka stores a group in
+    partition ``abs(hashCode(group_id)) % partitions``."""
+    groups: dict[int, str] = {}
+    i = 0
+    while len(groups) < partitions:
+        group = f"xcombus-ready-{i}"
+        groups.setdefault((_java_string_hash(group) & 0x7FFFFFFF) % partitions, group)
+        i += 1
+    return [groups[p] for p in sorted(groups)]
+
+
+async def _probe(bootstrap_servers: str, options: dict[str, str], brokers: int) -> None:
+    from aiokafka import AIOKafkaClient
+    from aiokafka.client import CoordinationType
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.admin import DescribeGroupsRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **options)
     try:
         await asyncio.wait_for(client.bootstrap(), 5)
         listed = len(client.cluster.brokers())
@@ -531,5 +394,14 @@ async def _probe(bootstrap_servers: str, sasl_users: dict[str, str], brokers: in
             raise XComBrokerError("the broker answered but lists no brokers yet")
         if listed < brokers:
             raise XComBrokerError(f"the cluster answered but lists {listed} of {brokers} brokers")
+        # A fresh broker creates its group metadata topic on the first FindCoordinator and
+        # then loads each partition; until then consumers joining a group log every retry as
+        # an aiokafka ERROR. Ready means every partition's coordinator answers for a group.
+        for group in _probe_groups(_OFFSETS_PARTITIONS):
+            node = await asyncio.wait_for(client.coordinator_lookup(CoordinationType.GROUP, group), 5)
+            response = await asyncio.wait_for(client.send(node, DescribeGroupsRequest([group])), 5)
+            error_code = response.groups[0][0]
+            if error_code:
+                raise for_code(error_code)()
     finally:
         await client.close()

@@ -1,7 +1,10 @@
 """The ``xcombus`` command line.
 
 Built on click (subcommands, typed options and help for free); every command reads the
-same ``XCOMBUS_*`` settings as the library, and options override them.
+same ``XCOMBUS_*`` settings as the library, and options override them. Every command maps
+errors to exit codes through :func:`xcombus.process.exit_codes` (1: failed, with the
+error's message; 2: bad configuration or usage); ``materialize`` and ``tail`` run the
+long-running processes of :mod:`xcombus.services`.
 """
 
 from __future__ import annotations
@@ -10,41 +13,31 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
-from .errors import XComBusError, XComConfigError
 from .limits import MAX_PAGE
+from .process import configure_logging, exit_codes
 from .settings import Settings
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from .broker import LocalBroker
+    from .records import Receipt
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Values printed as JSON: msgspec's JSON covers datetimes, sets, decimals, dataclasses...;
 # anything else is shown by its repr rather than failing the command.
 _json = msgspec.json.Encoder(enc_hook=repr)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except XComConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(1)
+_errors = exit_codes("xcombus")
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings.from_env(**overrides)
-    except XComConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _ti_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _ti_options(fn: F) -> F:
     for option in reversed([
         click.option("--dag-id", required=True, help="DAG id"),
         click.option("--run-id", required=True, help="DAG run id"),
@@ -66,7 +59,7 @@ def broker() -> None:
     """Run a local single-node Apache Kafka (KRaft) for tests and the demo."""
 
 
-def _broker(port: int | None, home: str | None) -> Any:
+def _broker(port: int | None, home: str | None) -> LocalBroker:
     from .broker import LocalBroker
 
     return LocalBroker(home, port=port)
@@ -82,20 +75,18 @@ _home = click.option("--home", default=None,
 @_port
 @_home
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="seconds to wait for the broker")
+@_errors
 def broker_start(port: int | None, home: str | None, timeout: float) -> None:
     """Start the broker (fetching its jars with Maven once) and wait until it answers."""
     b = _broker(port, home)
-    try:
-        pid = b.start(timeout=timeout)
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(1)
+    pid = b.start(timeout=timeout)
     click.echo(f"Kafka {b.kafka_version} is up at {b.bootstrap_servers} (pid {pid}, log {b.log_file})")
 
 
 @broker.command("stop")
 @_port
 @_home
+@_errors
 def broker_stop(port: int | None, home: str | None) -> None:
     """Stop the broker started with 'xcombus broker start' (only that one)."""
     b = _broker(port, home)
@@ -105,6 +96,7 @@ def broker_stop(port: int | None, home: str | None) -> None:
 @broker.command("status")
 @_port
 @_home
+@_errors
 def broker_status(port: int | None, home: str | None) -> None:
     """Print the broker's state as JSON; exit 1 when it is not running."""
     status = _broker(port, home).status()
@@ -117,16 +109,13 @@ def broker_status(port: int | None, home: str | None) -> None:
 @click.option("--view", default=None, help="view file [XCOMBUS_VIEW_PATH or xcombus.db]")
 @click.option("--topic", default=None, help="topic [XCOMBUS_TOPIC or xcombus.xcom]")
 @click.option("--log-level", default="INFO", show_default=True)
+@exit_codes("xcombus materialize")
 def materialize(view: str | None, topic: str | None, log_level: str) -> None:
     """Fold the topic into the SQLite view until SIGTERM/SIGINT."""
-    from consumers.materializer import main as run_materializer
+    from .services import materialize_until_stopped
 
-    args = ["--log-level", log_level]
-    if view:
-        args += ["--view", view]
-    if topic:
-        args += ["--topic", topic]
-    sys.exit(run_materializer(args))
+    configure_logging(log_level)
+    asyncio.run(materialize_until_stopped(Settings.from_env(view_path=view, topic=topic)))
 
 
 # -- push / pull ----------------------------------------------------------------------------
@@ -135,6 +124,7 @@ def materialize(view: str | None, topic: str | None, log_level: str) -> None:
 @click.option("--map-index", type=int, default=-1, show_default=True)
 @click.argument("key")
 @click.argument("value_json")
+@_errors
 def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value_json: str) -> None:
     """Push VALUE_JSON under KEY; print the receipt (topic, partition, offset) as JSON."""
     try:
@@ -142,13 +132,13 @@ def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value
     except msgspec.DecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="VALUE_JSON") from exc
 
-    async def go() -> Any:
+    async def push_one() -> Receipt:
         from .bus import XComBus
 
-        async with XComBus(_settings()) as bus:
+        async with XComBus(Settings.from_env()) as bus:
             return await bus.task_instance(dag_id, run_id, task_id, map_index).xcom_push(key, value)
 
-    receipt = _run(go())
+    receipt = asyncio.run(push_one())
     click.echo(_json.encode(receipt._asdict()).decode())
 
 
@@ -158,19 +148,20 @@ def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value
 @click.option("--map-index", type=int, default=None,
               help="one map index; default: every map index (a list when several)")
 @click.option("--eventual", is_flag=True, help="read the view as it is, without waiting for it")
+@_errors
 def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None, eventual: bool) -> None:
     """Print an XCom's value as JSON; exit 1 when there is none."""
 
-    async def go() -> list[Any]:
+    async def pull_values() -> list[Any]:
         from .bus import XComBus
 
-        async with XComBus(_settings()) as bus:
+        async with XComBus(Settings.from_env()) as bus:
             records = await bus.read(dag_id, run_id, [task_id], key,
                                      map_indexes=None if map_index is None else [map_index],
                                      consistency="eventual" if eventual else "strong")
             return [bus.deserialize(r) for r in records]
 
-    values = _run(go())
+    values = asyncio.run(pull_values())
     if not values:
         where = f"{dag_id}/{run_id}/{task_id}" + ("" if map_index is None else f"[{map_index}]")
         click.echo(f"xcombus: no XCom {key!r} for {where}", err=True)
@@ -195,6 +186,7 @@ _MOMENT = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d
 @click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=100, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@_errors
 def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
                map_index: int | None, since: Any, until: Any, order_by: Any, desc: bool, limit: int,
                offset: int, as_json: bool) -> None:
@@ -203,17 +195,11 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
 
     from .lookup import XComLookup
 
-    try:
-        with XComLookup(_settings()) as lookup:
-            entries = lookup.entries(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
-                                  map_index=map_index, since=since and since.replace(tzinfo=UTC),
-                                  until=until and until.replace(tzinfo=UTC), order_by=order_by,
-                                  descending=desc, limit=limit, offset=offset)
-    except XComConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(1)
+    with XComLookup(Settings.from_env()) as lookup:
+        entries = lookup.entries(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
+                                 map_index=map_index, since=since and since.replace(tzinfo=UTC),
+                                 until=until and until.replace(tzinfo=UTC), order_by=order_by,
+                                 descending=desc, limit=limit, offset=offset)
     if as_json:
         for e in entries:
             click.echo(_json.encode(e).decode())
@@ -238,11 +224,12 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
 @click.option("--key", default="return_value", show_default=True)
 @click.option("--map-index", type=int, default=-1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@_errors
 def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as_json: bool) -> None:
     """Every version of one XCom, read from the topic, with the clears in between."""
     from .audit import history as read_history
 
-    events = _run(read_history(_settings(), dag_id, run_id, task_id, key, map_index))
+    events = asyncio.run(read_history(Settings.from_env(), dag_id, run_id, task_id, key, map_index))
     if as_json:
         for event in events:
             click.echo(_json.encode(event).decode())
@@ -271,19 +258,14 @@ def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as
 @click.option("--key")
 @click.option("--from-beginning", is_flag=True, help="start at offset 0, not at the end")
 @click.option("--limit", type=click.IntRange(1), help="stop after this many events")
+@exit_codes("xcombus tail")
 def tail(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
          from_beginning: bool, limit: int | None) -> None:
     """Follow the topic: one JSON line per event, until Ctrl-C."""
-    from consumers.audit import main as run_audit
+    from .services import tail_until_stopped
 
-    args = ["tail"]
-    for name, value in (("--dag-id", dag_id), ("--run-id", run_id), ("--task-id", task_id),
-                        ("--key", key), ("--limit", limit)):
-        if value is not None:
-            args += [name, str(value)]
-    if from_beginning:
-        args.append("--from-beginning")
-    sys.exit(run_audit(args))
+    asyncio.run(tail_until_stopped(Settings.from_env(), limit=limit, from_beginning=from_beginning,
+                                   dag_id=dag_id, run_id=run_id, task_id=task_id, key=key))
 
 
 def _parse_offsets(text: str | None) -> dict[int, int] | None:
@@ -304,6 +286,7 @@ def _parse_offsets(text: str | None) -> dict[int, int] | None:
               help="the view as it was at this UTC moment")
 @click.option("--until-offsets", help="PARTITION:OFFSET,... (first offsets not applied)")
 @click.option("--swap", is_flag=True, help="then replace the live view (XCOMBUS_VIEW_PATH) with it")
+@_errors
 def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> None:
     """Build a view from offset 0 of the topic, with progress; optionally swap it in."""
     from datetime import UTC
@@ -315,7 +298,7 @@ def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> Non
 
     if until is not None and until_offsets is not None:
         raise click.UsageError("give --until or --until-offsets, not both")
-    settings = _settings()
+    settings = Settings.from_env()
     with Progress(TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as progress:
         job = progress.add_task("rebuild", total=None, rate="")
@@ -325,32 +308,25 @@ def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> Non
             rate = done / max(1e-9, time.perf_counter() - started)
             progress.update(job, completed=done, total=total, rate=f"{rate:,.0f} events/s")
 
-        summary = _run(run_rebuild(settings, into, until=until.replace(tzinfo=UTC) if until else None,
+        summary = asyncio.run(run_rebuild(settings, into, until=until.replace(tzinfo=UTC) if until else None,
                                    until_offsets=_parse_offsets(until_offsets), on_progress=on_progress))
     click.echo(f"rebuilt {summary.path}: {summary.events} events -> {summary.rows} rows, "
                f"{summary.dead_letters} dead letters, offsets {summary.offsets}, "
                f"{summary.seconds:.2f}s ({summary.events / max(summary.seconds, 1e-9):,.0f} events/s)")
     if swap:
-        try:
-            run_swap(into, settings.view_path)
-        except XComBusError as exc:
-            click.echo(f"xcombus: {exc}", err=True)
-            sys.exit(1)
+        run_swap(into, settings.view_path)
         click.echo(f"swapped into {settings.view_path}")
 
 
 @main.command()
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
+@exit_codes("xcombus", failed=2)  # exit 1 means "the views differ"
 def verify(a: str, b: str) -> None:
     """Compare two views row for row; exit 1 and list the differences if they differ."""
     from .audit import verify as run_verify
 
-    try:
-        result = run_verify(a, b)
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(2)
+    result = run_verify(a, b)
     if result.same:
         click.echo(f"identical: {result.rows_a} rows at offsets {result.offsets_a}")
         return
@@ -368,20 +344,16 @@ def deadletters() -> None:
 @deadletters.command("list")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@_errors
 def deadletters_list(limit: int, as_json: bool) -> None:
     """List dead letters (partition, offset, reason, the raw key)."""
     from .view import ViewReader
 
-    settings = _settings()
+    reader = ViewReader(Settings.from_env().view_path)
     try:
-        reader = ViewReader(settings.view_path)
-        try:
-            dead = reader.dead_letters(limit=limit)
-        finally:
-            reader.close()
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(1)
+        dead = reader.dead_letters(limit=limit)
+    finally:
+        reader.close()
     for d in dead:
         key = d.key.decode(errors="replace") if d.key is not None else None
         if as_json:
@@ -393,36 +365,33 @@ def deadletters_list(limit: int, as_json: bool) -> None:
 
 
 @deadletters.command("retry")
+@_errors
 def deadletters_retry() -> None:
     """Re-apply dead letters that now decode (stop the materializer first)."""
     from .deadletters import retry_dead_letters
 
-    summary = _run(retry_dead_letters(_settings()))
+    summary = asyncio.run(retry_dead_letters(Settings.from_env()))
     click.echo(_json.encode(summary).decode())
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@_errors
 def serve(host: str, port: int) -> None:
     """Serve the read-only HTTP API (Airflow's REST shape) and the web page."""
     from .web.app import serve as run_server
 
-    try:
-        run_server(_settings(), host=host, port=port)
-    except XComConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except XComBusError as exc:
-        click.echo(f"xcombus: {exc}", err=True)
-        sys.exit(1)
+    run_server(Settings.from_env(), host=host, port=port)
 
 
 @main.command()
+@_errors
 def doctor() -> None:
     """Check the broker, the topic, the view and the backend in this environment."""
     from .doctor import run_checks
 
-    checks = asyncio.run(run_checks(_settings()))
+    checks = asyncio.run(run_checks(Settings.from_env()))
     for check in checks:
         mark = click.style(" ok ", fg="green") if check.ok else click.style("FAIL", fg="red")
         click.echo(f"[{mark}] {check.name:<8} {check.detail}")
@@ -439,14 +408,15 @@ def topic() -> None:
 @click.option("--replication-factor", type=click.IntRange(1), default=None,
               help="[XCOMBUS_REPLICATION_FACTOR or 1]")
 @click.option("--retention-ms", type=click.IntRange(-1), default=None, help="-1 keeps events forever")
+@_errors
 def topic_create(partitions: int | None, replication_factor: int | None, retention_ms: int | None) -> None:
     """Create the topic (cleanup.policy=delete) unless it exists; print its layout."""
     from .topic import describe_topic, ensure_topic
 
-    settings = _settings(partitions=partitions, replication_factor=replication_factor,
-                         retention_ms=retention_ms)
-    _run(ensure_topic(settings))
-    info = _run(describe_topic(settings))
+    settings = Settings.from_env(partitions=partitions, replication_factor=replication_factor,
+                                 retention_ms=retention_ms)
+    asyncio.run(ensure_topic(settings))
+    info = asyncio.run(describe_topic(settings))
     assert info is not None
     click.echo(_json.encode({"topic": info.name, "partitions": info.partitions,
                              "cleanup.policy": info.configs.get("cleanup.policy"),
@@ -456,15 +426,12 @@ def topic_create(partitions: int | None, replication_factor: int | None, retenti
 # -- demo -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--keep-broker", is_flag=True, help="leave a broker the demo started running")
+@exit_codes("xcombus demo")
 def demo(keep_broker: bool) -> None:
     """Run extract -> transform (mapped x4) -> load in separate processes through Kafka."""
     from .demo import run_demo
 
-    try:
-        sys.exit(run_demo(keep_broker=keep_broker))
-    except XComBusError as exc:
-        click.echo(f"xcombus demo: {exc}", err=True)
-        sys.exit(1)
+    sys.exit(run_demo(keep_broker=keep_broker))
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def run_demo(*, keep_broker: bool = False) -> int:
         env["XCOMBUS_BOOTSTRAP_SERVERS"] = started.bootstrap_servers
     settings = Settings.from_env(env)
     run_id = "demo__" + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    materializer = subprocess.Popen([sys.executable, "-m", "consumers.materializer",
+    # The installed CLI (consumers/ are checkout scripts, not part of the package).
+    materializer = subprocess.Popen([sys.executable, "-m", "xcombus", "materialize",
                                      "--log-level", "WARNING"], env=env,
                                     stdin=subprocess.DEVNULL)
     t0 = time.monotonic()

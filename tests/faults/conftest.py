@@ -1,21 +1,17 @@
-"""Fixtures for the fault suite: brokers of its own (to restart, to secure) and soak sizes.
-
-The suite runs in a bounded form by default; ``XCOMBUS_SOAK=1`` runs the long forms
-recorded in docs/reliability.md.
-"""
+"""Fixtures for the fault suite: brokers and clusters of its own (to restart, to kill, to
+secure), stopped at the end of each test whatever the test did to them. Soak sizes live in
+tests/faults/workload.py (``SOAK``)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from xcombus.broker import LocalBroker, LocalCluster
-
-SOAK = os.environ.get("XCOMBUS_SOAK") == "1"
+from tests.faults.cluster import LocalCluster, SaslBroker
+from xcombus.broker import LocalBroker
 
 
 def free_port_pair() -> int:
@@ -36,11 +32,14 @@ def free_port_pair() -> int:
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]:
-    """Start brokers private to one test (so it may stop, restart or secure them)."""
+    """Start brokers private to one test (so it may stop, restart or secure them); with
+    ``sasl_users`` (user -> password) the client listener is SASL_PLAINTEXT with PLAIN."""
     started: list[LocalBroker] = []
 
-    def start(**kwargs: object) -> LocalBroker:
-        broker = LocalBroker(tmp_path / f"broker{len(started)}", port=free_port_pair(), **kwargs)  # type: ignore[arg-type]
+    def start(*, sasl_users: dict[str, str] | None = None) -> LocalBroker:
+        home, port = tmp_path / f"broker{len(started)}", free_port_pair()
+        broker = (SaslBroker(home, port=port, sasl_users=sasl_users) if sasl_users
+                  else LocalBroker(home, port=port))
         started.append(broker)
         broker.start()
         return broker

@@ -15,8 +15,6 @@ from xcombus import Settings, XComBus
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event, now_us, partition_for
 from xcombus.view import ViewReader
 
-pytestmark = pytest.mark.integration
-
 A = TaskInstanceKey("d", "r", "a")
 B = TaskInstanceKey("d", "r", "b")
 

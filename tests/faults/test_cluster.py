@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
@@ -21,18 +20,18 @@ import msgspec
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.faults.conftest import SOAK
-from tests.helpers import DrainedPopen, start_materializer, wait_visible_or_dump
-from xcombus import Settings, XComBus, XComBusError
+from tests.faults.cluster import LocalCluster
+from tests.faults.workload import SOAK, Acked, lost_and_stale, push_until
+from tests.helpers import DrainedPopen, make_settings, start_materializer, stop_process, wait_visible_or_dump
+from xcombus import Settings, XComBus
 from xcombus.audit import read_log
-from xcombus.broker import LocalCluster
 from xcombus.connection import kafka_options
 from xcombus.consistency import EndOffsets
 from xcombus.events import Push, decode_event
 from xcombus.topic import describe_topic
 from xcombus.view import ViewReader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900 if SOAK else 300)]
+pytestmark = pytest.mark.timeout(900 if SOAK else 300)
 
 KILLS = 3 if SOAK else 1           # kill -9 / restart cycles, each of the busiest leader
 DOWN_SECONDS = 60 if SOAK else 20  # pushes while the killed broker is down
@@ -73,11 +72,9 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
                                                      tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="xcombus")
     cluster = own_cluster(3)
-    settings = Settings.from_env({}, bootstrap_servers=cluster.bootstrap_servers,
-                                 topic=f"cluster.{uuid.uuid4().hex[:8]}", view_path=str(tmp_path / "v.db"),
-                                 partitions=3, replication_factor=3, connect_timeout=10,
-                                 push_timeout=10, pull_timeout=90)
-    acked: list[tuple[int, int, str, str, float]] = []   # partition, offset, key, value, time
+    settings = make_settings(cluster.bootstrap_servers, tmp_path, topic_prefix="cluster", replication_factor=3,
+                             connect_timeout=10, push_timeout=10, pull_timeout=90)
+    acked: list[Acked] = []
     failed: list[tuple[str, str]] = []                   # error type, value
     stop_pushing = asyncio.Event()
     windows: list[tuple[float, float]] = []              # (kill, restart) times
@@ -93,20 +90,7 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
             # "view ahead of the log" check races with its own fetches under load (see
             # the report of scenario 3); this test is about the brokers.
             await wait_assigned(mat)
-
-            async def pusher(worker: int) -> None:
-                i = 0
-                while not stop_pushing.is_set():
-                    key, value = f"k{worker}-{i % 10}", f"{worker}:{i}"
-                    try:
-                        r = await bus.task_instance("d", "r", f"t{worker}").xcom_push(key, value)
-                        acked.append((r.partition, r.offset, key, value, time.monotonic()))
-                    except XComBusError as exc:  # a clear error, never a silent drop
-                        failed.append((type(exc).__name__, value))
-                        await asyncio.sleep(0.2)
-                    i += 1
-
-            workers = [asyncio.create_task(pusher(w)) for w in range(20)]
+            workers = [asyncio.create_task(push_until(bus, stop_pushing, w, acked, failed)) for w in range(20)]
             for _ in range(KILLS):
                 await asyncio.sleep(3)
                 leaders, coordinator = await cluster_state(settings)
@@ -127,8 +111,7 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
             await wait_visible_or_dump(bus, mat, range(settings.partitions))
             assert mat.poll() is None, "the materializer died: " + mat.output()[-6000:]
         finally:
-            mat.terminate()
-            out, _ = mat.communicate(timeout=60)
+            _, out = stop_process(mat)
             (tmp_path / "materializer.log").write_text(out)
         ends_reader = EndOffsets(settings)
         ends = await ends_reader.get(range(settings.partitions), 30)
@@ -160,16 +143,11 @@ async def test_kill_one_of_three_brokers_under_load(own_cluster: Callable[..., L
                if (log.get((a[0], a[1])) != (a[2], a[3]) if a[1] >= 0 else (a[2], a[3]) not in logged)]
 
     # -- and the view holds the latest acknowledged value of every key ------------------------
-    latest: dict[str, tuple[int, int, str]] = {}
-    for partition, offset, key, value, _ in acked:
-        if (partition, offset) > latest.get(key, (-1, -1, ""))[:2]:
-            latest[key] = (partition, offset, value)
     reader = ViewReader(settings.view_path)
     rows = {r.key: (r.partition, r.offset, msgspec.json.decode(r.value)) for r in reader.entries(limit=10_000)}
     applied = reader.applied_events()
     reader.close()
-    lost = [k for k in latest if k not in rows]
-    stale = [k for k, (p, o, _) in latest.items() if k in rows and rows[k][:2] < (p, o)]
+    lost, stale = lost_and_stale(acked, rows)
 
     failed_values = {v for _, v in failed}
     acked_values = {v for _, _, _, v, _ in acked}

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import start_materializer
+from tests.helpers import start_materializer, stop_process
 from xcombus import Settings, XComBus
 from xcombus.audit import rebuild, verify
 from xcombus.view import ViewReader
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -74,8 +72,7 @@ async def test_full_then_read_only_disk_stops_the_materializer_and_loses_nothing
         async with XComBus(s) as bus:
             await bus.wait_visible([0])
     finally:
-        mat.terminate()
-        assert mat.wait(60) == 0
+        assert stop_process(mat)[0] == 0
     rebuilt = await rebuild(s, tmp_path / "rebuilt.db")
     assert verify(s.view_path, rebuilt.path).same
     assert rebuilt.rows == 7 and os.path.getsize(s.view_path) > 3_000_000

@@ -10,16 +10,12 @@ import time
 from pathlib import Path
 
 import msgspec
-import pytest
 
-from tests.faults.conftest import SOAK
-from tests.faults.workload import oracle
-from tests.helpers import settings_env, start_materializer
+from tests.faults.workload import SOAK, oracle
+from tests.helpers import settings_env, start_materializer, stop_process
 from xcombus import Settings, XComBus
 from xcombus.consistency import EndOffsets
 from xcombus.view import ViewReader
-
-pytestmark = pytest.mark.integration
 
 PRODUCERS = 4
 PUSHES = 50_000 if SOAK else 6_000      # per producer: 200k in all for the soak form
@@ -48,8 +44,7 @@ async def test_view_survives_repeated_kill_9(settings: Settings, tmp_path: Path)
         async with XComBus(settings) as bus:
             await bus.wait_visible(range(settings.partitions), timeout=120)
     finally:
-        mat.terminate()
-        mat.communicate(timeout=60)
+        stop_process(mat)
         for p in producers:
             p.kill()
     expected, acknowledged = oracle(outs)

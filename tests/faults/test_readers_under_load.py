@@ -9,14 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.faults.conftest import SOAK
 from tests.faults.readers import KEYS, TASKS
-from tests.helpers import settings_env, start_materializer
+from tests.faults.workload import SOAK
+from tests.helpers import settings_env, start_materializer, stop_process
 from xcombus import Settings, XComBus
-
-pytestmark = pytest.mark.integration
 
 READERS = 4
 SECONDS = 60 if SOAK else 10
@@ -39,8 +35,7 @@ async def test_many_readers_while_the_view_is_written(settings: Settings, tmp_pa
                 await asyncio.sleep(0.05)
             codes = [r.wait(60) for r in readers]
         finally:
-            mat.terminate()
-            mat.wait(60)
+            stop_process(mat)
     assert codes == [0] * READERS
     results = [json.loads(o.read_text()) for o in outs]
     print(f"pushed={pushed} " + " ".join(f"reads={r['reads']} p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms"

@@ -6,15 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import start_materializer
+from tests.helpers import start_materializer, stop_process
 from xcombus import Settings, XComBus
 from xcombus.audit import rebuild, verify
 from xcombus.consistency import EndOffsets
 from xcombus.view import ViewReader
-
-pytestmark = pytest.mark.integration
 
 
 def applied(path: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -48,8 +44,7 @@ async def test_members_join_and_leave_one_group_and_replicas_converge(settings: 
         procs.append(start_materializer(members[2]))   # joins
         await asyncio.sleep(4)
         for p in (procs[2], procs[1]):                 # leave again, one after the other
-            p.terminate()
-            assert p.wait(60) == 0
+            assert stop_process(p)[0] == 0
             await asyncio.sleep(4)
         stop.set()
         await pusher
@@ -60,8 +55,7 @@ async def test_members_join_and_leave_one_group_and_replicas_converge(settings: 
             if applied(files[0])[0] == ends:
                 break
             await asyncio.sleep(0.2)
-        procs[0].terminate()
-        assert procs[0].wait(60) == 0
+        assert stop_process(procs[0])[0] == 0
     # Every member applied each partition it held as one gap-free prefix, exactly once.
     owners: dict[int, int] = {}
     for f in files:
@@ -84,7 +78,6 @@ async def test_members_join_and_leave_one_group_and_replicas_converge(settings: 
             await bus.wait_visible(range(6))
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(60)
+            stop_process(p)
     assert verify(replicas[0].view_path, replicas[1].view_path).same
     assert verify(replicas[0].view_path, files[0]).same

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import make_settings
 from xcombus import Settings, XComBrokerError, XComBus, XComConfigError
 from xcombus.broker import LocalBroker
 from xcombus.connection import kafka_options
-
-pytestmark = pytest.mark.integration
 
 
 async def test_sasl_plain_clients_push_materialize_and_pull(own_broker: Callable[..., LocalBroker],
                                                             tmp_path: Path) -> None:
     broker = own_broker(sasl_users={"admin": "admin-secret", "alice": "alice-secret"})
-    settings = Settings.from_env({}, bootstrap_servers=broker.bootstrap_servers, topic=f"sec.{uuid.uuid4().hex[:8]}",
-                                 view_path=str(tmp_path / "v.db"), security_protocol="SASL_PLAINTEXT",
-                                 sasl_mechanism="PLAIN", sasl_username="alice", sasl_password="alice-secret",
-                                 connect_timeout=5)
+    settings = make_settings(broker.bootstrap_servers, tmp_path, topic_prefix="sec",
+                             security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="alice",
+                             sasl_password="alice-secret", connect_timeout=5)
     async with XComBus(settings, materialize=True) as bus:
         ti = bus.task_instance("d", "r", "t")
         await ti.xcom_push("k", {"secure": True})

@@ -1,6 +1,11 @@
-"""A load generator that records what the broker acknowledged, and the oracle built from it.
+"""The fault suite's load: pushers that record what the broker acknowledged, and the oracles
+that say which acknowledged values a view lost or holds stale.
 
-Run as a process: ``python -m tests.faults.workload OUT.jsonl --pushes N --seed S``; it
+``SOAK`` (``XCOMBUS_SOAK=1``) selects the long forms recorded in docs/reliability.md; the
+bounded forms run by default.
+
+In-process: :func:`push_until` (one pushing worker) and :func:`lost_and_stale` (its oracle).
+As a process: ``python -m tests.faults.workload OUT.jsonl --pushes N --seed S``; it
 pushes to a fixed set of task instances (with an occasional clear), concurrently, and
 writes one JSON line per *acknowledged* event: task instance, key, value, partition,
 offset. A push that raised is recorded as failed (it may or may not be in the log).
@@ -11,15 +16,58 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
-import sys
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from xcombus import XComBus, XComBusError
 
+SOAK = os.environ.get("XCOMBUS_SOAK") == "1"
+
 TASKS = 40
 KEYS = 5
+
+
+class Acked(NamedTuple):
+    """One push the broker acknowledged: where its receipt put it, what it was, and when."""
+
+    partition: int
+    offset: int
+    key: str
+    value: str
+    at: float
+
+
+async def push_until(bus: XComBus, stop: asyncio.Event, worker: int, acked: list[Acked],
+                     failed: list[tuple[str, str]]) -> None:
+    """Push ``k<worker>-<i % 10>`` = ``"<worker>:<i>"`` until ``stop`` is set, recording each
+    acknowledgement in ``acked`` and each failure as (error type, value) in ``failed``."""
+    i = 0
+    while not stop.is_set():
+        key, value = f"k{worker}-{i % 10}", f"{worker}:{i}"
+        try:
+            r = await bus.task_instance("d", "r", f"t{worker}").xcom_push(key, value)
+            acked.append(Acked(r.partition, r.offset, key, value, time.monotonic()))
+        except XComBusError as exc:  # a clear error, never a silent drop
+            failed.append((type(exc).__name__, value))
+            await asyncio.sleep(0.2)
+        i += 1
+
+
+def lost_and_stale(acked: Iterable[Acked],
+                   rows: Mapping[str, tuple[int, int, Any]]) -> tuple[list[str], list[str]]:
+    """Keys whose latest acknowledged push (by log position) the view lacks, and keys whose
+    row is older than it. ``rows``: key -> (partition, offset, value) as the view holds it."""
+    latest: dict[str, tuple[int, int, str]] = {}
+    for a in acked:
+        if (a.partition, a.offset) > latest.get(a.key, (-1, -1, ""))[:2]:
+            latest[a.key] = (a.partition, a.offset, a.value)
+    lost = [k for k in latest if k not in rows]
+    stale = [k for k, (p, o, _) in latest.items() if k in rows and rows[k][:2] < (p, o)]
+    return lost, stale
 
 
 async def produce(out: Path, pushes: int, seed: int, concurrency: int = 200, clear_every: int = 500) -> None:
@@ -83,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

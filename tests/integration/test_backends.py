@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.helpers import EXAMPLES, cli, settings_env, start_materializer
+from tests.helpers import EXAMPLES, cli, settings_env, start_materializer, stop_process
 from xcombus import (
     ObjectStorageXCom,
     Settings,
@@ -45,8 +45,7 @@ async def test_custom_backend_end_to_end_with_light_listings(settings: Settings,
             await bus.task_instance("dag", RUN, "up").xcom_push("return_value", value)
             assert await bus.task_instance("dag", RUN, "down").xcom_pull(task_ids="up") == value
     finally:
-        mat.terminate()
-        assert mat.wait(60) == 0
+        assert stop_process(mat)[0] == 0
     reader = ViewReader(custom.view_path)
     [row] = reader.entries()
     reader.close()
@@ -62,8 +61,7 @@ async def test_custom_backend_end_to_end_with_light_listings(settings: Settings,
         async with XComBus(other) as bus:
             await bus.wait_visible(range(other.partitions))
     finally:
-        mat.terminate()
-        mat.wait(60)
+        stop_process(mat)
     reader = ViewReader(other.view_path)
     dead, rows = reader.dead_letters(), reader.entries()
     reader.close()
@@ -78,6 +76,7 @@ def test_backend_is_resolved_at_start_up(settings: Settings) -> None:
     with pytest.raises(XComConfigError, match="dotted path"):
         XComBus(settings, xcom_backend="Backend")
     env = {**settings_env(settings), "XCOMBUS_XCOM_BACKEND": "no_such_module.Backend"}
+    # The checkout's script (the CLI's twin) maps a configuration error to exit 2 as well.
     proc = subprocess.run([sys.executable, "-m", "consumers.materializer"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "no_such_module" in proc.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import cli, settings_env
+from tests.helpers import cli, settings_env, start_materializer, stop_process
 from xcombus import Settings
 from xcombus.view import ViewReader
 
@@ -46,8 +46,6 @@ def test_topic_create_and_doctor(settings: Settings) -> None:
     pushed = cli("push", "--dag-id", "d", "--run-id", "r", "--task-id", "t", "k", '"v"', settings=settings)
     assert pushed.returncode == 0, pushed.stderr
     # The view exists once a materializer made it; the lag check then sees one pending event.
-    from tests.helpers import start_materializer
-
     mat = start_materializer(settings)
     try:
         pulled = cli("pull", "--dag-id", "d", "--run-id", "r", "--task-id", "t", "--key", "k", settings=settings)
@@ -56,8 +54,7 @@ def test_topic_create_and_doctor(settings: Settings) -> None:
         assert healthy.returncode == 0, healthy.stdout
         assert "a materializer is attached" in healthy.stdout and "up to date" in healthy.stdout
     finally:
-        mat.terminate()
-        mat.wait(60)
+        stop_process(mat)
     listed = cli("ls", "--json", "--dag-id", "d", settings=settings)
     assert [json.loads(line)["value"] for line in listed.stdout.splitlines()] == ["v"]
     table = cli("ls", settings=settings)

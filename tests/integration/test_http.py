@@ -5,17 +5,11 @@ HTTP from a real ``xcombus serve`` process."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,19 +17,13 @@ from urllib.parse import quote
 import pytest
 from litestar.testing import TestClient
 
-from tests.helpers import settings_env
+from tests.helpers import free_port, live_server, make_settings
+from tests.integration.http_data import LOGICAL, META, ODD_KEY, RUN, RUN2, TOKEN, populate
 from xcombus import Settings, XComBus
 from xcombus.web import create_app
 
 pytestmark = pytest.mark.integration
 
-RUN = "manual__2026-11-24T00:00:00+00:00"
-RUN2 = "scheduled__2026-11-23T00:00:00+00:00"
-LOGICAL = datetime(2026, 11, 24, tzinfo=UTC)
-LOGICAL2 = datetime(2026, 11, 23, tzinfo=UTC)
-META = {"when": datetime(2026, 11, 24, 6, 30, tzinfo=UTC), "tags": {"a"}}
-ODD_KEY = "résumé clé"
-TOKEN = "s3cret-token-for-tests"
 ALL = "/api/v1/dags/~/dagRuns/~/taskInstances/~/xcomEntries"
 
 
@@ -46,90 +34,9 @@ def entries_url(dag: str, run: str, task: str, key: str | None = None, *, histor
     return url + ("/history" if history else "")
 
 
-# -- the data and the servers (also used by test_web_page.py) ----------------------------------
-async def _populate(settings: Settings) -> None:
-    async with XComBus(settings, materialize=True) as bus:
-        extract = bus.task_instance("etl", RUN, "extract", logical_date=LOGICAL)
-        await extract.xcom_push("return_value", {"rows": 42})
-        await extract.xcom_push("meta", META)
-        for i in range(4):
-            await bus.task_instance("etl", RUN, "transform", i, logical_date=LOGICAL).xcom_push(
-                "return_value", i * 10)
-        load = bus.task_instance("etl", RUN, "load", logical_date=LOGICAL)
-        await load.xcom_push("summary", "v1")
-        await load.xcom_push("summary", "v2")
-        retry = bus.task_instance("etl", RUN, "load", try_number=2, logical_date=LOGICAL)
-        await retry.xcom_clear()
-        await retry.xcom_push("summary", "v3")
-        await retry.xcom_push("return_value", "done")
-        await bus.task_instance("etl", RUN2, "extract", logical_date=LOGICAL2).xcom_push("return_value", 7)
-        other = bus.task_instance("other", "r1", "t")
-        await other.xcom_push("k", None)
-        await other.xcom_push(ODD_KEY, "x")
-        await bus.wait_visible(range(settings.partitions))
-
-
-def populate(settings: Settings) -> None:
-    """Push the test data set through Kafka and wait until the view holds all of it."""
-    asyncio.run(_populate(settings))
-
-
-def fresh_settings(kafka: str, directory: Path, **overrides: Any) -> Settings:
-    """Settings with their own topic and view file (as tests/conftest.py's fixture)."""
-    return Settings.from_env({}, bootstrap_servers=kafka, topic=f"xcombus.test.{uuid.uuid4().hex[:12]}",
-                             view_path=str(directory / "view.db"), partitions=3, connect_timeout=10.0,
-                             push_timeout=20.0, pull_timeout=20.0, **overrides)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def live_server(settings: Settings, *, token: str = "") -> Iterator[str]:
-    """Run ``python -m xcombus serve`` on a free port; yield its base URL once /health answers.
-
-    Its output goes to a file next to the view (a pipe nobody reads would fill up and block
-    the server's access log); at the end the file must not contain the token.
-    """
-    port = free_port()
-    env = settings_env(settings)
-    env["XCOMBUS_API_TOKEN"] = token
-    log_path = Path(settings.view_path).with_name(f"serve-{port}.log")
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "xcombus", "serve", "--port", str(port)], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"xcombus serve did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert token == "" or token not in log_path.read_text(), "the server logged its token"
-
-
 @pytest.fixture(scope="module")
 def data_settings(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = fresh_settings(kafka, tmp_path_factory.mktemp("http"))
+    settings = make_settings(kafka, tmp_path_factory.mktemp("http"))
     populate(settings)
     return settings
 

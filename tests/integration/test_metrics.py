@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import socket
+import asyncio
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.helpers import settings_env
+from tests.helpers import MATERIALIZER, free_port, settings_env, stop_process
 from xcombus import Settings, XComBus
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -42,7 +35,7 @@ async def test_materializer_exposes_applied_dead_letters_lag_and_latency(setting
         await producer.send_and_wait(settings.topic, key=b"junk", value=b"junk", partition=0)
         await producer.stop()
         env = {**settings_env(settings), "XCOMBUS_METRICS_PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-m", "consumers.materializer"], env=env,
+        proc = subprocess.Popen(MATERIALIZER, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             await bus.wait_visible(range(settings.partitions))
@@ -55,10 +48,9 @@ async def test_materializer_exposes_applied_dead_letters_lag_and_latency(setting
                     metrics = {}
                 if metrics.get("xcombus_materializer_events_applied_total") == 21:
                     break
-                time.sleep(0.2)
+                await asyncio.sleep(0.2)
         finally:
-            proc.terminate()
-            proc.communicate(timeout=60)
+            stop_process(proc)
     assert metrics["xcombus_materializer_events_applied_total"] == 21
     assert metrics["xcombus_materializer_dead_letters_total"] == 1
     assert metrics["xcombus_materializer_batch_seconds_count"] >= 1

@@ -6,13 +6,12 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.helpers import cli, settings_env, start_materializer
+from tests.helpers import MATERIALIZER, cli, settings_env, start_materializer, stop_process
 from xcombus import (
     Settings,
     XComBrokerError,
@@ -25,12 +24,6 @@ from xcombus.consistency import EndOffsets
 from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
-    return proc.returncode, out
 
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
@@ -70,7 +63,7 @@ async def test_round_trip_across_two_processes(settings: Settings) -> None:
                       settings=settings)
         assert missing.returncode == 1 and "no XCom 'nope'" in missing.stderr
     finally:
-        code, out = stop(mat)
+        code, out = stop_process(mat)
     assert code == 0, out
 
 
@@ -86,7 +79,7 @@ async def test_pull_right_after_a_push_in_another_process_waits_for_the_view(set
                 value = await bus.task_instance("d", "r", "down").xcom_pull(task_ids="up")
                 assert value == i  # never the previous value: the pull saw the push
     finally:
-        stop(mat)
+        stop_process(mat)
 
 
 async def test_clear_then_new_pushes_apply_in_order(settings: Settings) -> None:
@@ -136,10 +129,10 @@ async def test_materializer_restart_resumes_without_loss_or_duplicates(settings:
         await burst(0, 2000)
         first = start_materializer(settings)
         await bus.wait_visible(range(settings.partitions))
-        assert stop(first)[0] == 0
+        assert stop_process(first)[0] == 0
         await burst(2000, 2000)  # written while no materializer runs
         second = start_materializer(settings)
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
         third_kill = second  # kill -9 in the middle, then start again
         third_kill.kill()
         third_kill.wait(30)
@@ -148,7 +141,7 @@ async def test_materializer_restart_resumes_without_loss_or_duplicates(settings:
         try:
             await bus.wait_visible(range(settings.partitions))
         finally:
-            assert stop(final)[0] == 0
+            assert stop_process(final)[0] == 0
     ends = await end_offsets(settings)
     reader = ViewReader(settings.view_path)
     try:
@@ -186,7 +179,7 @@ async def test_foreign_malformed_messages_are_dead_lettered(settings: Settings) 
             assert await bus.task_instance("d", "r", "x").xcom_pull(task_ids="t", key="a") == 3
             assert await bus.task_instance("d", "r", "x").xcom_pull(task_ids="t", key="b") == 2
         finally:
-            code, out = stop(mat)
+            code, out = stop_process(mat)
         assert code == 0, out
     reader = ViewReader(settings.view_path)
     dead = reader.dead_letters()
@@ -232,9 +225,9 @@ def test_materializer_exits_zero_on_sigterm_and_sigint(settings: Settings) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         mat = start_materializer(settings)
         time.sleep(3)
-        code, out = stop(mat, sig)
+        code, out = stop_process(mat, sig)
         assert code == 0, out
-    second = subprocess.run([sys.executable, "-m", "consumers.materializer"],
+    second = subprocess.run(MATERIALIZER,
                             env={**settings_env(settings), "XCOMBUS_BOOTSTRAP_SERVERS": "127.0.0.1:1",
                                  "XCOMBUS_CONNECT_TIMEOUT": "2"},
                             capture_output=True, text=True, timeout=60)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_http import RUN, TOKEN, fresh_settings, live_server, populate
+from tests.helpers import live_server, make_settings
+from tests.integration.http_data import RUN, TOKEN, populate
 from xcombus import Settings, XComBus
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def _need_browser() -> None:
 
 @pytest.fixture(scope="module")
 def server(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = fresh_settings(kafka, tmp_path_factory.mktemp("page"))
+    settings = make_settings(kafka, tmp_path_factory.mktemp("page"))
     populate(settings)
 
     async def hostile(s: Settings) -> None:

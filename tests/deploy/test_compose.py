@@ -288,7 +288,7 @@ def test_materializer_waits_for_the_topic(services: dict[str, dict[str, Any]]) -
 def test_materializer_runs_the_materializer(services: dict[str, dict[str, Any]]) -> None:
     svc = services["materializer"]
     cmd = command_of(svc)
-    assert "consumers.materializer" in cmd and cmd[cmd.index("consumers.materializer") - 1] == "-m"
+    assert cmd == ["xcombus", "materialize"], f"run `xcombus materialize` (the installed CLI), not {cmd}"
     assert svc.get("build"), "materializer must be built from the Dockerfile"
     assert svc.get("restart") == "unless-stopped"
     assert svc.get("stop_signal") == "SIGTERM"
@@ -535,7 +535,7 @@ def test_materializer_and_scheduler_share_the_view(airflow_compose: dict[str, An
     assert sources["scheduler"] in (airflow_compose.get("volumes") or {})
     # One writer per view file: only the materializer service materializes.
     writers = [name for name, svc in airflow_services.items()
-               if "materialize" in argv_of(svc) or "consumers.materializer" in argv_of(svc)]
+               if "materialize" in argv_of(svc)]
     assert writers == ["materializer"], writers
     # Tasks start once the materializer is healthy (its view exists: view-mode pulls).
     assert depends_of(airflow_services["scheduler"]).get("materializer") == "service_healthy"
