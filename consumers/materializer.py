@@ -51,7 +51,7 @@ async def run(settings: Settings) -> None:
     # SIGUSR1: log what every task is waiting on (for "it stopped moving" reports).
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     log.info("materializing topic %r into %s (group %s)", settings.topic,
-             materializer.writer.path, settings.effective_group_id)
+             materializer.view_path, settings.effective_group_id)
     try:
         await materializer.run()
     finally:

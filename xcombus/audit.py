@@ -28,12 +28,12 @@ from .backends import BaseXCom, load_backend
 from .connection import kafka_options
 from .errors import XComBrokerError, XComQueryError, XComTimeoutError, XComViewError
 from .events import Clear, EventDecodeError, TaskInstanceKey, decode_event, decode_ti_key, partition_for
+from .fold import fold
 from .lookup import from_us, to_us
-from .materialize import fold
 from .records import XComRecord
 from .settings import Settings
+from .store import acquire_write_lock
 from .topic import describe_topic
-from .view import acquire_write_lock
 from .writer import ViewWriterProcess
 
 __all__ = ["AuditEvent", "RebuildSummary", "VerifyResult", "history", "rebuild", "swap", "tail", "verify"]
@@ -250,13 +250,13 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
     events = dead = 0
     # The writer process writes batch n while this process reads and folds batch n+1.
     async with ViewWriterProcess(path, topic=settings.topic) as writer:
-        await writer.bulk_begin()  # a fresh file: no fsync, secondary indexes at the end
+        await writer.begin_bulk_load()  # a fresh file: no fsync, secondary indexes at the end
         async for batch in read_log(settings, sorted(until_offsets), until=until_offsets):
             by_partition: dict[int, list[Any]] = {}
             for rec in batch:
                 by_partition.setdefault(rec.partition, []).append(rec)
             folded = fold(by_partition, applied, backend)
-            prepared = writer.prepare(folded)  # encoded while the previous batch commits
+            prepared = writer.encode(folded)  # encoded while the previous batch commits
             folded.upserts = []  # free the rows before waiting
             await writer.submit(prepared)  # waits for the previous batch's commit first
             applied.update(folded.offsets)
@@ -269,7 +269,7 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
         folded_end.offsets = {p: o for p, o in until_offsets.items() if o > applied.get(p, 0)}
         if folded_end.offsets:
             await writer.submit(folded_end)
-        rows = await writer.bulk_end()  # after the batch in flight: raises if it failed
+        rows = await writer.end_bulk_load()  # after the batch in flight: raises if it failed
         offsets = await writer.offsets()
     return RebuildSummary(str(path), events, rows, dead, offsets, time.perf_counter() - started)
 

@@ -279,7 +279,6 @@ class XComBus:
                     f"{timeout:g}s ({detail}): is the materializer running (xcombus "
                     "materialize)? Pass consistency='eventual' to read without waiting")
             if self._materializer is not None:
-                self._materializer.raise_if_failed()
                 await self._materializer.wait_progress(min(remaining, 0.1))
             else:
                 await asyncio.sleep(min(delay, remaining))
@@ -287,7 +286,7 @@ class XComBus:
 
     def _applied_offsets(self) -> dict[int, int]:
         if self._materializer is not None:
-            return self._materializer.visible
+            return self._materializer.offsets()
         try:
             return self._view().offsets()
         except ViewNotReadyError:
