@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import start_materializer
 from xcombus import Settings, ViewReader, XComBus
-from xcombus.audit import rebuild, verify
+from xcombus.rebuild import rebuild, verify
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import start_materializer
 from xcombus import Settings, ViewReader, XComBus
-from xcombus.audit import rebuild, verify
+from xcombus.rebuild import rebuild, verify
 from xcombus.watermarks import EndOffsets
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import cli, settings_env
 from xcombus import Settings, ViewReader, XComBus, XComViewLockedError
-from xcombus.audit import history, rebuild, swap, verify
+from xcombus.audit import history
+from xcombus.rebuild import rebuild, swap, verify
 
 pytestmark = pytest.mark.integration
 RUN = "manual__2026-11-24T00:00:00+00:00"
