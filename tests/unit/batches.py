@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from xcombus import MsgspecXCom
+from xcombus import MsgspecXCom, XComRecord
 from xcombus.events import SCHEMA_VERSION, Clear, Push, TaskInstanceKey, encode_event
 from xcombus.fold import fold
-from xcombus.store import ViewBatch
+from xcombus.store import COLUMNS, ViewBatch
 
 
 class Rec(NamedTuple):
@@ -39,6 +39,17 @@ def clear(ti: TaskInstanceKey = TI) -> tuple[bytes, bytes]:
 
 def recs(*events: tuple[bytes | None, bytes | None], start: int = 0) -> list[Rec]:
     return [Rec(start + i, k, v) for i, (k, v) in enumerate(events)]
+
+
+def stored(path: Path) -> list[XComRecord]:
+    """Every row of a view file in primary-key order, read with sqlite3 itself (what the
+    writer stored, whatever the reader's API)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [XComRecord._make(row) for row in db.execute(
+            f"SELECT {COLUMNS} FROM xcom ORDER BY dag_id, run_id, task_id, map_index, key")]
+    finally:
+        db.close()
 
 
 def _reader_process(path: str, ready: Any, done: Any, out: Any) -> None:

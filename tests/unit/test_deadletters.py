@@ -8,12 +8,13 @@ from typing import ClassVar
 
 import pytest
 
-from xcombus import MsgspecXCom, Settings, ViewReader, XComRecord, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, Settings, XComRecord, XComViewError, XComViewLockedError
 from xcombus.deadletters import retry_dead_letters
 from xcombus.fold import fold
 from xcombus.store import ViewStore
+from xcombus.view import ViewReader
 
-from .batches import clear, push, recs
+from .batches import clear, push, recs, stored
 
 
 def _view(path: Path, *values: bytes, topic: str = "t") -> Path:
@@ -53,7 +54,7 @@ async def test_retry_applies_what_now_decodes_and_counts_the_rest(tmp_path: Path
     summary = await retry_dead_letters(_settings(path), backend=_Fixed)
     assert (summary.applied, summary.superseded, summary.still_failing) == (1, 1, 1)
     reader = ViewReader(path)
-    assert {r.key: r.value for r in reader.list()} == {"a": b'"1"', "b": b'"3"'}
+    assert {r.key: r.value for r in stored(path)} == {"a": b'"1"', "b": b'"3"'}
     [dead] = reader.dead_letters()
     reader.close()
     assert dead.offset == 3 and "_Fixed" in dead.reason
@@ -75,9 +76,7 @@ async def test_retry_purges_only_payloads_nothing_refers_to(tmp_path: Path) -> N
     assert (summary.applied, summary.superseded, summary.still_failing) == (2, 2, 0)
     # "same" is still referenced by the row that stays.
     assert sorted(_FixedPurging.purged) == [b'"lost"', b'"new"', b'"old"']
-    reader = ViewReader(path)
-    assert {r.key: r.value for r in reader.list()} == {"c": b'"same"', "d": b'"newer"'}
-    reader.close()
+    assert {r.key: r.value for r in stored(path)} == {"c": b'"same"', "d": b'"newer"'}
 
 
 async def test_retry_needs_the_write_lock(tmp_path: Path) -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from xcombus import MsgspecXCom, ViewReader, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, XComViewError, XComViewLockedError
 from xcombus.fold import fold
 from xcombus.rebuild import swap, verify
 from xcombus.store import ViewStore
+from xcombus.view import ViewReader
 
-from .batches import push, recs
+from .batches import push, recs, stored
 
 
 def _view(path: Path, *values: bytes, topic: str = "t") -> Path:
@@ -68,6 +69,4 @@ def test_swap_refuses_a_locked_view_another_topic_and_a_missing_file(tmp_path: P
         swap(tmp_path / "absent.db", live)
     with ViewStore.open(live, topic="t"), pytest.raises(XComViewLockedError):  # a materializer writes it
         swap(_view(tmp_path / "same.db", b"3"), live)
-    reader = ViewReader(live)
-    assert [r.value for r in reader.list()] == [b"1"]  # unchanged by every refusal
-    reader.close()
+    assert [r.value for r in stored(live)] == [b"1"]  # unchanged by every refusal

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from xcombus import MsgspecXCom, ViewReader, XComViewError, XComViewLockedError
+from xcombus import MsgspecXCom, XComViewError, XComViewLockedError
 from xcombus.events import TaskInstanceKey
 from xcombus.fold import fold
 from xcombus.store import (
@@ -23,14 +23,15 @@ from xcombus.store import (
     acquire_write_lock,
     encode_batch,
 )
+from xcombus.view import ViewReader
 
-from .batches import TI, batches_of_new_xcoms, clear, push, recs, watch_readers_while
+from .batches import TI, batches_of_new_xcoms, clear, push, recs, stored, watch_readers_while
 
 
 def _stored(path: Path) -> tuple[list[tuple[str, bytes, int]], dict[int, int], dict[int, int]]:
     reader = ViewReader(path)
     try:
-        return ([(r.key, r.value, r.offset) for r in reader.list()], reader.offsets(),
+        return ([(r.key, r.value, r.offset) for r in stored(path)], reader.offsets(),
                 reader.applied_events())
     finally:
         reader.close()
@@ -42,8 +43,8 @@ def test_apply_writes_rows_and_offsets_together(tmp_path: Path) -> None:
         store.write(fold({0: recs(push("a", b"1"), push("b", b"2"))}, {}, MsgspecXCom))
         store.write(fold({0: recs(clear(), push("a", b"3"), start=2)}, {0: 2}, MsgspecXCom))
         assert store.offsets() == {0: 4}
+    assert [(r.key, r.value, r.offset) for r in stored(path)] == [("a", b"3", 3)]
     reader = ViewReader(path)
-    assert [(r.key, r.value, r.offset) for r in reader.list()] == [("a", b"3", 3)]
     assert reader.offsets() == {0: 4} and reader.applied_events() == {0: 4}
     reader.close()
 
@@ -57,9 +58,7 @@ def test_failed_transaction_applies_nothing(tmp_path: Path) -> None:
         with pytest.raises(XComViewError, match="offsets did not advance"):
             store.write(batch)
         assert store.offsets() == {0: 1}
-    reader = ViewReader(path)
-    assert [r.key for r in reader.list()] == ["a"]
-    reader.close()
+    assert [r.key for r in stored(path)] == ["a"]
 
 
 def test_second_writer_on_the_same_file_fails_fast(tmp_path: Path) -> None:
@@ -186,11 +185,7 @@ def _retry(store: ViewStore, backend: type[MsgspecXCom] = _Custom) -> tuple[int,
 
 
 def _rows(path: Path) -> dict[str, tuple[bytes, int]]:
-    reader = ViewReader(path)
-    try:
-        return {r.key: (r.value, r.offset) for r in reader.list()}
-    finally:
-        reader.close()
+    return {r.key: (r.value, r.offset) for r in stored(path)}
 
 
 def test_a_retried_push_applies_unless_something_newer_decided(tmp_path: Path) -> None:

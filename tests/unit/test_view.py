@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from xcombus import Settings, ViewReader, XComBus, XComViewError
+from xcombus import Settings, XComBus, XComViewError
 from xcombus.store import ViewStore
-from xcombus.view import ViewNotReadyError
+from xcombus.view import ViewNotReadyError, ViewReader
 
 
 def test_missing_view_is_a_clear_error(tmp_path: Path) -> None:
