@@ -293,8 +293,8 @@ def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> Non
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .audit import rebuild as run_rebuild
-    from .audit import swap as run_swap
+    from .rebuild import rebuild as run_rebuild
+    from .rebuild import swap as run_swap
 
     if until is not None and until_offsets is not None:
         raise click.UsageError("give --until or --until-offsets, not both")
@@ -324,7 +324,7 @@ def rebuild(into: str, until: Any, until_offsets: str | None, swap: bool) -> Non
 @exit_codes("xcombus", failed=2)  # exit 1 means "the views differ"
 def verify(a: str, b: str) -> None:
     """Compare two views row for row; exit 1 and list the differences if they differ."""
-    from .audit import verify as run_verify
+    from .rebuild import verify as run_verify
 
     result = run_verify(a, b)
     if result.same:

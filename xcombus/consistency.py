@@ -90,8 +90,8 @@ class MaterializerProgress:
         return self._materializer.visible
 
     async def wait_progress(self, timeout: float) -> None:
-        """Wait for the next commit; raise XComViewError if the materializer stopped."""
-        self._materializer.raise_if_failed()
+        """Wait for the next commit; raise XComViewError if the materializer stopped (it
+        checks on every call, so a short wait notices a death soon)."""
         await self._materializer.wait_progress(min(timeout, _EVENT_RECHECK))
 
 

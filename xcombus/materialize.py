@@ -1,19 +1,14 @@
-"""Fold the topic into the SQLite view: consume, fold a batch, apply it with its offsets.
+"""The materializer: consume the topic, fold each fetched batch, write it with its offsets.
 
-The loop is ``getmany → fold → one transaction (rows + dead letters + next offsets)``.
-The transaction runs in a writer process (:mod:`xcombus.writer`) while this process
-fetches and folds the next batch: ``applied`` advances when a batch is handed over (so the
-next fold skips it), ``visible`` and everything that tells the world (the progress event,
-metrics, the Kafka commit, purges) only once the writer acknowledged its commit.
-On every assignment the consumer seeks to the offsets stored *in the view*, so the view,
-not Kafka's committed offsets, decides where to resume; the Kafka commit that follows each
-transaction exists for lag tooling only. A batch (or its part) below the view's offsets is
-skipped, so a batch fetched before a rebalance is never applied twice.
-
-Folding: within a batch the last push per XCom wins; a clear drops the task instance's
-earlier pushes of the batch and deletes its stored rows. One task instance lives in one
-partition and events are folded in log order, so the result equals applying every event
-one by one.
+The loop is ``getmany → fold (xcombus.fold) → one transaction (xcombus.store)``. The
+transaction runs in the writer process (:mod:`xcombus.writer`) while this process fetches
+and folds the next batch: the *submitted* offsets advance when a batch is handed over (so
+the next fold skips it), the *visible* ones, and everything that tells the world (the
+progress event, metrics, the Kafka commit, purges), only once the writer acknowledged its
+commit. On every assignment the consumer seeks to the offsets stored *in the view*, so the
+view, not Kafka's committed offsets, decides where to resume; the Kafka commit that
+follows each transaction exists for lag tooling only. A batch (or its part) below the
+view's offsets is skipped, so a batch fetched before a rebalance is never applied twice.
 """
 
 from __future__ import annotations
@@ -22,24 +17,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .backends import BaseXCom, load_backend
 from .connection import kafka_options
-from .errors import XComBrokerError, XComIdentifierError, XComViewError
-from .events import Clear, EventDecodeError, decode_event, decode_ti_key, validate_key
-from .metrics import MaterializerMetrics
+from .errors import XComBrokerError, XComViewError
+from .fold import LogMessage, backend_purges, fold, purge_records
 from .records import XComRecord
 from .settings import Settings
+from .store import ViewBatch, row_record
 from .topic import ensure_topic
-from .view import DeadLetter, ViewBatch, row_record
 from .writer import ViewWriterProcess
 
-__all__ = ["Materializer", "fold"]
+if TYPE_CHECKING:  # only an annotation: importing this module must not load prometheus_client
+    from .metrics import MaterializerMetrics
+
+__all__ = ["Materializer"]
 
 log = logging.getLogger(__name__)
 
@@ -51,128 +50,7 @@ _STALL_CHECK_EVERY = 5.0
 _GETMANY_GRACE = 2.0
 
 
-def fold(
-    records: Mapping[int, Sequence[Any]],
-    applied: Mapping[int, int],
-    backend: type[BaseXCom],
-) -> ViewBatch:
-    """Fold fetched records (partition -> ConsumerRecords in log order) into one ViewBatch.
-
-    Records below ``applied[partition]`` were applied already and are skipped. Anything
-    that is not a valid event of ours becomes a dead letter with the reason.
-    """
-    batch = ViewBatch()
-    track = purges(backend)
-    # task instance -> XCom key -> row: a clear drops its task instance's rows in one pop.
-    by_ti: dict[tuple[str, str, str, int], dict[str, tuple[Any, ...]]] = {}
-    runs: dict[tuple[str, str], int] = {}
-    # The hot loop runs once per event (≈ 100,000 a second): a task instance's events
-    # arrive together, so its decoded key and row dict are reused while the raw key repeats,
-    # and XCom keys and codecs already checked in this batch are not checked again.
-    last_raw: bytes | None = None
-    ti: Any = None
-    rows: dict[str, tuple[Any, ...]] | None = None
-    valid_keys: set[str] = set()
-    readable: set[str] = set()
-    for partition, recs in records.items():
-        floor = applied.get(partition, 0)
-        count = 0
-        for rec in recs:
-            offset = rec.offset
-            if offset < floor:
-                continue
-            count += 1
-            try:
-                raw = rec.key
-                if raw != last_raw or raw is None:
-                    last_raw = None  # until this key decoded
-                    ti = decode_ti_key(raw)
-                    rows = by_ti.get(ti)
-                    last_raw = raw
-                event = decode_event(rec.value)
-                if type(event) is Clear:
-                    gone = by_ti.pop(ti, None)
-                    rows = None
-                    if track and gone:
-                        batch.superseded.extend(gone.values())
-                    batch.clears.append((*ti, partition, offset))
-                    continue
-                key, codec = event.key, event.codec
-                if key not in valid_keys:
-                    try:
-                        valid_keys.add(validate_key(key))
-                    except XComIdentifierError as exc:
-                        raise EventDecodeError(str(exc)) from None
-                if codec not in readable:
-                    if not backend.can_read(codec):
-                        raise EventDecodeError(
-                            f"codec {codec!r} cannot be read by the configured backend "
-                            f"{backend.__module__}.{backend.__qualname__}")
-                    readable.add(codec)
-                try:
-                    backend.check_stored(event.value, codec)
-                except ValueError as exc:
-                    raise EventDecodeError(f"{backend.__qualname__} refuses the value: {exc}") from None
-            except EventDecodeError as exc:
-                batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value, str(exc),
-                                             rec.timestamp))
-                continue
-            except Exception as exc:  # a bug of ours or a backend's: park the event, loudly
-                log.exception("unexpected error decoding partition %d offset %d", partition, offset)
-                batch.dead.append(DeadLetter(partition, offset, rec.key, rec.value,
-                                             f"unexpected {type(exc).__name__}: {exc}", rec.timestamp))
-                continue
-            if rows is None:
-                rows = by_ti[ti] = {}
-            elif track and key in rows:
-                batch.superseded.append(rows[key])
-            logical_date = event.logical_date
-            if logical_date is None:
-                logical_date = ""  # NULL in the view: binds faster than None (view._UPSERT)
-            else:
-                runs[ti[:2]] = logical_date
-            rows[key] = (*ti, key, event.value, codec, event.ts, logical_date,
-                         event.producer, event.try_number, partition, offset)
-        if recs:
-            batch.offsets[partition] = max(floor, recs[-1].offset + 1)
-            batch.events[partition] = count
-    batch.upserts = [row for rows_of_ti in by_ti.values() for row in rows_of_ti.values()]
-    batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
-    return batch
-
-
-def purges(backend: type[BaseXCom]) -> bool:
-    """True when the backend overrides ``purge`` (so replaced rows must be collected)."""
-    return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
-
-
-async def purge_records(backend: type[BaseXCom], records: Sequence[XComRecord], *,
-                        keep: Collection[bytes] = ()) -> None:
-    """Remove the external payloads of records no row refers to any more.
-
-    Call it only after the transaction that dropped them committed: a crash before the
-    commit must not delete payloads still referenced. ``keep``: stored values of rows that
-    stay (a duplicate of an event carries the same reference; its payload stays). A
-    failure is logged, not raised: the view is already right, and an orphaned payload is
-    only wasted space.
-    """
-    def run() -> None:
-        for rec in records:
-            if rec.value in keep:
-                continue
-            try:
-                backend.purge(rec)
-            except Exception:
-                log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
-                              rec.run_id, rec.task_id, rec.map_index, rec.key)
-
-    if records and backend.does_io:
-        await asyncio.to_thread(run)
-    elif records:
-        run()
-
-
-class _SeekToView(ConsumerRebalanceListener):
+class _SeekToView(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
     """On assignment, continue from the offsets stored in the view (not Kafka's)."""
 
     def __init__(self, materializer: Materializer) -> None:
@@ -188,35 +66,35 @@ class _SeekToView(ConsumerRebalanceListener):
         consumer = m._consumer
         assert consumer is not None
         tps = list(assigned)
-        # Batches may still be applied while we wait below; compare what was applied
+        # Batches may still be handed over while we wait below; compare what was submitted
         # *before* reading the log bounds (the log only grows, so this is never ahead of it
         # unless the topic was re-created).
-        applied_before = dict(m.applied)
+        submitted_before = dict(m._submitted)
         try:
-            async with asyncio.timeout(m.settings.connect_timeout):
+            async with asyncio.timeout(m._settings.connect_timeout):
                 ends = await consumer.end_offsets(tps)
                 starts = await consumer.beginning_offsets(tps)
         except (TimeoutError, KafkaError) as exc:
             log.warning("could not check the log bounds of %s: %r", tps, exc)
             ends = starts = {}
-        ahead = {tp.partition: (applied_before[tp.partition], ends[tp]) for tp in tps
-                 if tp in ends and applied_before.get(tp.partition, 0) > ends[tp]}
+        ahead = {tp.partition: (submitted_before[tp.partition], ends[tp]) for tp in tps
+                 if tp in ends and submitted_before.get(tp.partition, 0) > ends[tp]}
         if ahead:
             # The log is shorter than what the view applied: the topic was deleted and
             # re-created (or truncated). Going on would skip every new event.
-            m.fail(XComViewError(
-                f"the view at {m.writer.path} is ahead of topic {m.settings.topic!r} "
+            m._fail(XComViewError(
+                f"the view at {m.view_path} is ahead of topic {m._settings.topic!r} "
                 f"(partition: (view, log end) {ahead}): the topic was re-created or truncated; "
                 "rebuild the view into a new file (xcombus rebuild) and use that"))
             return
         for tp in tps:
-            offset = m.applied.get(tp.partition, 0)
+            offset = m._submitted.get(tp.partition, 0)
             if 0 < offset < starts.get(tp, 0):
                 log.error("partition %d: events %d..%d were deleted by retention before this view "
                           "applied them; continuing from %d", tp.partition, offset, starts[tp] - 1,
                           starts[tp])
             consumer.seek(tp, offset)
-        log.info("partitions assigned: %s", {tp.partition: m.applied.get(tp.partition, 0) for tp in tps})
+        log.info("partitions assigned: %s", {tp.partition: m._submitted.get(tp.partition, 0) for tp in tps})
 
 
 class Materializer:
@@ -224,23 +102,24 @@ class Materializer:
 
     ``await m.start()`` opens the view (taking its write lock) and joins the group;
     ``await m.run()`` loops until ``stop()``; ``await m.aclose()`` ends both. As an async
-    context manager it runs the loop in a background task.
+    context manager it runs the loop in a background task. :meth:`offsets` and
+    :meth:`wait_progress` tell an in-process reader what the view shows.
     """
 
     def __init__(self, settings: Settings, *, backend: type[BaseXCom] | None = None,
                  metrics: MaterializerMetrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.backend = backend or load_backend(settings)
-        self.writer = ViewWriterProcess(settings.view_path, topic=settings.topic)
+        self._settings = settings
+        self._metrics = metrics
+        self._backend = backend or load_backend(settings)
+        self._writer = ViewWriterProcess(settings.view_path, topic=settings.topic)
         #: partition -> next offset, as handed to the writer (committed, or in flight): what
         #: fold and seek go by, so nothing is applied twice.
-        self.applied: dict[int, int] = {}
+        self._submitted: dict[int, int] = {}
         #: partition -> next offset, once the batch committed and its purges are done (what
         #: waiters, metrics and the Kafka commit read).
-        self.visible: dict[int, int] = {}
-        self.events_applied = 0
-        self.dead_letters = 0
+        self._visible: dict[int, int] = {}
+        self._events_applied = 0
+        self._dead_letters = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._progress = asyncio.Event()
@@ -253,9 +132,33 @@ class Materializer:
         #: published (at most one in flight: memory holds two batches at most).
         self._committing: asyncio.Task[None] | None = None
 
+    @property
+    def visible(self) -> Mapping[int, int]:
+        """partition -> next offset the view shows (committed, side effects done); read-only."""
+        return types.MappingProxyType(self._visible)
+
+    def offsets(self) -> dict[int, int]:
+        """A copy of :attr:`visible`: what an in-process reader may rely on."""
+        return dict(self._visible)
+
+    @property
+    def events_applied(self) -> int:
+        """Events this materializer committed to the view (dead letters included)."""
+        return self._events_applied
+
+    @property
+    def dead_letters(self) -> int:
+        """Events this materializer dead-lettered."""
+        return self._dead_letters
+
+    @property
+    def view_path(self) -> Path:
+        """The view file this materializer writes."""
+        return self._writer.path
+
     async def _connect(self) -> AIOKafkaConsumer:
         """A started consumer, subscribed with the seek-to-view listener."""
-        s = self.settings
+        s = self._settings
         consumer = AIOKafkaConsumer(
             **kafka_options(s),
             client_id=f"{s.client_id}-materializer",
@@ -278,11 +181,11 @@ class Materializer:
 
     async def start(self) -> None:
         """Open the view and join the consumer group; fail within connect_timeout."""
-        s = self.settings
-        await self.writer.open()
+        s = self._settings
+        await self._writer.open()
         try:
-            self.applied = await self.writer.offsets()
-            self.visible = dict(self.applied)
+            self._submitted = await self._writer.offsets()
+            self._visible = dict(self._submitted)
             await ensure_topic(s)
             self._consumer = await self._connect()
         except (TimeoutError, KafkaError, OSError) as exc:
@@ -324,24 +227,24 @@ class Materializer:
             if self._fatal is not None:
                 raise self._fatal
             if data:
-                records = {tp.partition: recs for tp, recs in data.items()}
-                del data  # the fetched records must not outlive their fold (memory)
-                await self.apply(records)
-                del records
+                messages = {tp.partition: fetched for tp, fetched in data.items()}
+                del data  # the fetched messages must not outlive their fold (memory)
+                await self._fold_and_submit(messages)
+                del messages
                 self._last_progress = time.monotonic()
             elif await self._stalled(consumer):
                 await self._reconnect()
             self._report_positions()
-        await self.settle()  # the batch in hand is finished: committed and published
+        await self._wait_published()  # the batch in hand is finished: committed and published
         if self._fatal is not None:
             raise self._fatal
 
     def _report_positions(self) -> None:
         """Metrics: committed offsets and lag per partition (only what the view shows)."""
         consumer = self._consumer
-        if self.metrics is not None and consumer is not None:
-            self.metrics.positions(self.visible, {tp.partition: consumer.highwater(tp)
-                                                  for tp in consumer.assignment()})
+        if self._metrics is not None and consumer is not None:
+            self._metrics.positions(self._visible, {tp.partition: consumer.highwater(tp)
+                                                    for tp in consumer.assignment()})
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
         """A watchdog for a consumer that stays alive but stops consuming (aiokafka #1154:
@@ -357,7 +260,7 @@ class Materializer:
             # but not for long in the usual one-materializer-per-view setup.
             return now - self._last_progress > 4 * _STALL_AFTER
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout(self._settings.connect_timeout):
                 ends = await consumer.end_offsets(list(assigned))
         except (TimeoutError, KafkaError) as exc:
             # No progress for a while and not even a ListOffsets answer: this client is
@@ -365,8 +268,8 @@ class Materializer:
             log.warning("watchdog: no progress for %.0fs and end offsets fail (%r); reconnecting "
                         "the consumer", now - self._last_progress, exc)
             return True
-        behind = {tp.partition: end - self.applied.get(tp.partition, 0) for tp, end in ends.items()
-                  if end > self.applied.get(tp.partition, 0)}
+        behind = {tp.partition: end - self._submitted.get(tp.partition, 0) for tp, end in ends.items()
+                  if end > self._submitted.get(tp.partition, 0)}
         if not behind:
             self._last_progress = now  # idle and caught up: all is well
             return False
@@ -379,7 +282,7 @@ class Materializer:
         old, self._consumer = self._consumer, None
         if old is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.stop(), self.settings.connect_timeout)
+                await asyncio.wait_for(old.stop(), self._settings.connect_timeout)
         while self._consumer is None and not self._stopping.is_set():
             try:
                 self._consumer = await self._connect()
@@ -388,34 +291,35 @@ class Materializer:
                 await asyncio.sleep(1)
         self._last_progress = time.monotonic()
 
-    async def apply(self, records: Mapping[int, Sequence[Any]]) -> None:
+    async def _fold_and_submit(self, messages: Mapping[int, Sequence[LogMessage]]) -> None:
         """Fold one fetched batch and hand it to the writer; returns once it is in flight.
 
         The commit is published (waiters, metrics, purges, Kafka) by a task that waits for
-        the writer's acknowledgement; call :meth:`settle` to wait for it.
+        the writer's acknowledgement; :meth:`_wait_published` waits for it.
         """
         started = time.perf_counter()
-        batch = fold(records, self.applied, self.backend)
+        batch = fold(messages, self._submitted, self._backend)
         if not batch.offsets:
             return
-        track = purges(self.backend)
-        prepared = self.writer.prepare(batch, collect_replaced=track)  # while the last one commits
+        collect_superseded = backend_purges(self._backend)
+        # Encoded now, while the previous batch commits.
+        encoded = self._writer.encode(batch, collect_replaced=collect_superseded)
         # With a purging backend, the values this batch stores: never purged with a replaced
         # row (a duplicate event carries the same reference).
-        keep = frozenset(row[5] for row in batch.upserts) if track else None
+        keep = frozenset(row[5] for row in batch.upserts) if collect_superseded else None
         batch.upserts = []  # encoded: free the rows while the previous batch commits
         # The previous batch first: it is published before this one is sent, so visible
         # offsets and purges follow log order, and a failed write stops us here.
         try:
-            await self.settle()
-            commit = await self.writer.submit(prepared)
+            await self._wait_published()
+            commit = await self._writer.submit(encoded)
         except XComViewError as exc:
-            self.fail(exc)
+            self._fail(exc)
             raise
-        self.applied.update(batch.offsets)  # at once: fold and seek must never re-apply
+        self._submitted.update(batch.offsets)  # at once: fold and seek must never re-apply
         self._committing = asyncio.ensure_future(self._publish(batch, commit, keep, started))
 
-    async def settle(self) -> None:
+    async def _wait_published(self) -> None:
         """Wait until the batch in flight (if any) is committed and published; raise
         XComViewError if its write failed (the writer then refuses every later batch)."""
         committing = self._committing
@@ -435,19 +339,19 @@ class Materializer:
         try:
             replaced = await commit
         except XComViewError as exc:
-            self.fail(exc)  # an idle loop learns it too: run() raises it
+            self._fail(exc)  # an idle loop learns it too: run() raises it
             raise
-        self.events_applied += sum(batch.events.values())
-        self.dead_letters += len(batch.dead)
+        self._events_applied += sum(batch.events.values())
+        self._dead_letters += len(batch.dead)
         for dead in batch.dead:
             log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
                         dead.reason)
         if keep is not None:  # a backend that purges: free what nothing refers to any more
-            await purge_records(self.backend, [*replaced, *map(row_record, batch.superseded)], keep=keep)
-        if self.metrics is not None:
-            self.metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
+            await purge_records(self._backend, [*replaced, *map(row_record, batch.superseded)], keep=keep)
+        if self._metrics is not None:
+            self._metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.
-        self.visible.update(batch.offsets)
+        self._visible.update(batch.offsets)
         self._report_positions()
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
@@ -467,9 +371,9 @@ class Materializer:
                 return
             await asyncio.wait({self._kafka_commit}, timeout=5)
         self._last_kafka_commit = now
-        topic = self.settings.topic
+        topic = self._settings.topic
         assigned = {tp.partition for tp in consumer.assignment()}
-        offsets = {TopicPartition(topic, p): o for p, o in self.visible.items() if p in assigned}
+        offsets = {TopicPartition(topic, p): o for p, o in self._visible.items() if p in assigned}
         if not offsets:
             return
 
@@ -484,18 +388,22 @@ class Materializer:
             await self._kafka_commit
 
     async def wait_progress(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the next batch is committed to the view."""
+        """Wait (at most ``timeout`` s) until the next batch is visible in the view.
+
+        Raises XComViewError at once if the background loop (``async with``) has died:
+        the view will not move any more.
+        """
+        self._raise_if_failed()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._progress.wait(), timeout)
 
-    def raise_if_failed(self) -> None:
-        """Raise XComViewError if the background loop (``async with``) has died."""
+    def _raise_if_failed(self) -> None:
         task = self._task
         if task is not None and task.done() and not task.cancelled() and task.exception():
             raise XComViewError(f"the in-process materializer stopped: {task.exception()}") \
                 from task.exception()
 
-    def fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception) -> None:
         """Stop the loop with an error (run() raises it)."""
         self._fatal = error
         self._stopping.set()
@@ -512,11 +420,6 @@ class Materializer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The background loop started by ``async with`` (None otherwise)."""
-        return self._task
-
     async def aclose(self) -> None:
         """Stop the loop, commit offsets to Kafka, leave the group, close the view."""
         self.stop()
@@ -532,11 +435,11 @@ class Materializer:
                     log.exception("the materializer loop failed")
         finally:
             with contextlib.suppress(Exception):
-                await self.settle()  # publish the batch in flight (or retrieve its error)
+                await self._wait_published()  # publish the batch in flight (or retrieve its error)
             if self._consumer is not None:
                 with contextlib.suppress(Exception):
                     await self._commit_to_kafka(force=True)
                 consumer, self._consumer = self._consumer, None
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), self.settings.connect_timeout)
-            await self.writer.aclose()
+                    await asyncio.wait_for(consumer.stop(), self._settings.connect_timeout)
+            await self._writer.aclose()

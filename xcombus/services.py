@@ -48,7 +48,7 @@ async def materialize_until_stopped(settings: Settings) -> None:
     await materializer.start()
     freeze_startup_objects()
     log.info("materializing topic %r into %s (group %s)", settings.topic,
-             materializer.writer.path, settings.effective_group_id)
+             materializer.view_path, settings.effective_group_id)
     try:
         await run_until_stopped(materializer.run(), stop=materializer.stop)
     finally:

@@ -1,27 +1,21 @@
-"""The view's writer in a child process, so folding and writing run on two cores.
+"""The view's writer in a child process: :class:`ViewWriterProcess`, an async proxy.
 
-Why a process: ``sqlite3``'s ``executemany`` takes the GIL back for every row it binds,
-so a writer *thread* and the event loop that folds the next batch still run one at a time
-(``benchmarks/experiment_rebuild.py``: 15.0 s vs 14.9 s for 1,000,000 events). A writer
-process has its own GIL: the same transaction there rebuilt them in 9.2 s.
-
-The parent (:class:`ViewWriterProcess`) keeps everything that decides *what* to write
-(fold, offsets, Kafka); the child (the script :mod:`xcombus._writer_child`) only runs
-transactions, exactly the ones :class:`~xcombus.view.ViewWriter` runs: clears, upserts,
-dead letters and next offsets of one batch in one ``BEGIN IMMEDIATE … COMMIT``, with the
-statements of :mod:`xcombus.view` that the parent sends when it opens the file.
+The parent keeps everything that decides *what* to write (fold, offsets, Kafka); the child
+(``xcombus/_writer_child.py``) runs :class:`xcombus.store.ViewStore`'s transactions, so
+folding the next batch and writing this one run on two cores. Why a process, and the
+transaction itself, are described in :mod:`xcombus.store`.
 
 The writer lock (``flock`` on ``<view>.lock``) is taken by the parent, so a second writer
 fails fast with XComViewLockedError in the caller, and the locked file descriptor is
 inherited by the child, so the lock lasts as long as either of them lives: a child still
 finishing a transaction after its parent died keeps a new materializer out (and on Linux
-the kernel kills the child with its parent).
+the kernel kills the child with its parent: ``PR_SET_PDEATHSIG`` follows the thread that
+started the child, the event loop's, which outlives the writer).
 
-The child is a fresh interpreter running one file that imports only ``sqlite3`` and
-msgspec (≈ 15 MiB resident instead of ≈ 50 MiB with the whole package), never a fork: the
-parent runs an event loop and threads. Not ``multiprocessing``'s spawn either: that
-re-imports the parent's ``__main__`` in the child, which runs the top level of any script
-that starts an in-process materializer without an ``if __name__ == "__main__"`` guard.
+The child is a fresh interpreter running one file, never a fork: the parent runs an event
+loop and threads. Not ``multiprocessing``'s spawn either: that re-imports the parent's
+``__main__`` in the child, which runs the top level of any script that starts an
+in-process materializer without an ``if __name__ == "__main__"`` guard.
 """
 
 from __future__ import annotations
@@ -35,15 +29,15 @@ import subprocess
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import msgspec
 
 from .errors import XComViewError
 from .records import XComRecord
-from .view import WRITER_SQL, ViewBatch, acquire_write_lock
+from .store import EncodedBatch, ViewBatch, acquire_write_lock, encode_batch
 
-__all__ = ["PreparedBatch", "ViewWriterProcess"]
+__all__ = ["ViewWriterProcess"]
 
 _CHILD = Path(__file__).resolve().with_name("_writer_child.py")
 
@@ -52,20 +46,8 @@ _CHILD = Path(__file__).resolve().with_name("_writer_child.py")
 #: killed rather than left to hang the materializer without a bound.
 _ANSWER_TIMEOUT = 120.0
 
-#: Rows per chunk of a batch sent to the child (decoded and written one chunk at a time).
-_CHUNK_ROWS = 1_000
-
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-
-
-class PreparedBatch:
-    """A batch encoded for the writer child (:meth:`ViewWriterProcess.prepare`)."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: list[Any]) -> None:
-        self.message = message
 
 
 class ViewWriterProcess:
@@ -83,12 +65,13 @@ class ViewWriterProcess:
         self.path = Path(path).resolve()
         self.topic = topic
         self._lock_fd: int | None = None
-        self._proc: Any = None
-        self._conn: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Answers arrive in request order: one future per request sent.
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._in_flight: asyncio.Future[Any] | None = None
+        #: Answers arrive in request order: one future per request sent (a decoded
+        #: MessagePack payload).
+        self._waiting: collections.deque[asyncio.Future[object]] = collections.deque()
+        self._in_flight: asyncio.Future[list[XComRecord]] | None = None
         #: Set once the child failed or died: every later request raises it.
         self._broken: XComViewError | None = None
 
@@ -104,7 +87,7 @@ class ViewWriterProcess:
         self._lock_fd = acquire_write_lock(self.path)
         try:
             ours, theirs = socket.socketpair()
-            self._conn = Connection(ours.detach())
+            conn = self._conn = Connection(ours.detach())
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-P", str(_CHILD), str(theirs.fileno()),
@@ -113,34 +96,33 @@ class ViewWriterProcess:
             finally:
                 theirs.close()
             self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self._conn.fileno(), self._on_readable)
-            await self._request(["open", {**WRITER_SQL, "topic": self.topic}])
+            self._loop.add_reader(conn.fileno(), self._on_readable)
+            await self._request(["open", self.topic])
         except BaseException:
             await self.aclose()
             raise
 
     # -- requests ------------------------------------------------------------------------
 
-    def _send(self, message: list[Any]) -> asyncio.Future[Any]:
+    def _send(self, message: list[object]) -> asyncio.Future[object]:
         if self._broken is not None:
             raise self._broken
         if self._conn is None or self._loop is None:
             raise XComViewError("the view writer is not open")
-        future = self._loop.create_future()
+        future: asyncio.Future[object] = self._loop.create_future()
         try:
             self._conn.send_bytes(_encode(message))
         except OSError as exc:  # the child is gone (EPIPE, ECONNRESET)
-            self._break(XComViewError(self._died(exc)))
-            raise self._broken from exc  # type: ignore[misc]
+            raise self._break(XComViewError(self._died(exc))) from exc
         self._waiting.append(future)
         return future
 
-    async def _request(self, message: list[Any]) -> Any:
+    async def _request(self, message: list[object]) -> object:
         """Send one request (after the batch in flight) and wait for its answer."""
         await self.drain()
         return await self._answer(self._send(message))
 
-    async def _answer(self, future: asyncio.Future[Any]) -> Any:
+    async def _answer(self, future: asyncio.Future[object]) -> object:
         """The child's answer, within _ANSWER_TIMEOUT; a silent child is killed."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), _ANSWER_TIMEOUT)
@@ -148,12 +130,11 @@ class ViewWriterProcess:
             proc = self._proc
             if proc is not None and proc.poll() is None:
                 proc.kill()
-            self._break(XComViewError(
+            raise self._break(XComViewError(
                 f"the view writer process did not answer within {_ANSWER_TIMEOUT:g}s and was "
                 f"killed (is the disk under {self.path.parent} hung?); the batch in flight may "
                 "or may not have committed: the view's stored offsets decide where a restarted "
-                "materializer resumes"))
-            raise self._broken from None  # type: ignore[misc]
+                "materializer resumes")) from None
 
     def _on_readable(self) -> None:
         """Event-loop callback: read every answer that arrived and resolve its future."""
@@ -186,45 +167,39 @@ class ViewWriterProcess:
                 "resumes. Its log (stderr) says why; check the disk and that this Python "
                 f"({sys.executable}) can import msgspec")
 
-    def _break(self, error: XComViewError) -> None:
-        """The child failed or died: fail what waits, refuse what comes."""
+    def _break(self, error: XComViewError) -> XComViewError:
+        """The child failed or died: fail what waits, refuse what comes; return the error
+        every later request raises (the first one)."""
         if self._broken is None:
             self._broken = error
+        broken = self._broken
         if self._loop is not None and self._conn is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._conn.fileno())
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
-                future.set_exception(self._broken)
+                future.set_exception(broken)
+        return broken
 
     # -- the writer's operations -----------------------------------------------------------
 
     async def offsets(self) -> dict[int, int]:
         """partition -> next offset to apply, as committed."""
-        return {p: o for p, o in await self._request(["offsets"])}
+        return cast(dict[int, int], await self._request(["offsets"]))
 
     @staticmethod
-    def prepare(batch: ViewBatch, *, collect_replaced: bool = False) -> PreparedBatch:
-        """Encode a folded batch for the child, without waiting for anything.
+    def encode(batch: ViewBatch, *, collect_replaced: bool = False) -> EncodedBatch:
+        """Sort and encode a folded batch for the child, without waiting for anything.
 
-        Sorting and encoding the rows is CPU work of the parent: done while the previous
-        batch commits, it does not leave the child idle (the drain's bottleneck) between
-        two batches.
+        This is CPU work of the parent: done while the previous batch commits, it does not
+        leave the child idle between two batches.
         """
-        # Rows go in separately encoded chunks, so the child holds one chunk's objects at
-        # a time, not the whole batch's (its memory counts in the materializer's).
-        # In primary-key order: SQLite then walks its B-tree forward instead of jumping
-        # (+13 % upserts/s measured, benchmarks/experiment_rebuild.py); the keys are distinct.
-        rows = sorted(batch.upserts)
-        chunks = [_encode(rows[i:i + _CHUNK_ROWS]) for i in range(0, len(rows), _CHUNK_ROWS)]
-        return PreparedBatch(["apply", batch.clears, chunks, batch.runs, batch.dead,
-                              [(p, o, batch.events.get(p, 0)) for p, o in batch.offsets.items()],
-                              collect_replaced])
+        return encode_batch(batch, collect_replaced=collect_replaced)
 
-    async def submit(self, batch: ViewBatch | PreparedBatch, *,
-                     collect_replaced: bool = False) -> asyncio.Future[Any]:
-        """Hand a folded batch (or one from :meth:`prepare`) to the child; return a future of its commit.
+    async def submit(self, batch: ViewBatch | EncodedBatch, *,
+                     collect_replaced: bool = False) -> asyncio.Future[list[XComRecord]]:
+        """Hand a folded batch (or one from :meth:`encode`) to the child; return a future of its commit.
 
         Waits for the batch in flight first (so at most one is). The future resolves, once
         the child committed the batch and its offsets, to the stored rows the batch
@@ -233,22 +208,22 @@ class ViewWriterProcess:
         later batch.
         """
         if isinstance(batch, ViewBatch):
-            batch = self.prepare(batch, collect_replaced=collect_replaced)  # before the wait
+            batch = self.encode(batch, collect_replaced=collect_replaced)  # before the wait
         elif collect_replaced:
-            raise TypeError("a prepared batch took collect_replaced from prepare(), not submit()")
+            raise TypeError("an encoded batch took collect_replaced from encode(), not submit()")
         await self.drain()
-        answer = self._send(batch.message)
+        answer = self._send(["write", batch])
         done = asyncio.ensure_future(self._replaced(answer))
         self._in_flight = done
         return done
 
-    async def _replaced(self, answer: asyncio.Future[Any]) -> list[XComRecord]:
-        return [XComRecord(*row) for row in await self._answer(answer)]
+    async def _replaced(self, answer: asyncio.Future[object]) -> list[XComRecord]:
+        rows = cast(list[list[object]], await self._answer(answer))
+        return [XComRecord._make(row) for row in rows]
 
-    async def apply(self, batch: ViewBatch, *, collect_replaced: bool = False) -> list[XComRecord]:
-        """Write one batch and wait for its commit (like ViewWriter.apply)."""
-        result: list[XComRecord] = await (await self.submit(batch, collect_replaced=collect_replaced))
-        return result
+    async def write(self, batch: ViewBatch, *, collect_replaced: bool = False) -> list[XComRecord]:
+        """Write one batch and wait for its commit (:meth:`xcombus.store.ViewStore.write`)."""
+        return await (await self.submit(batch, collect_replaced=collect_replaced))
 
     async def drain(self) -> None:
         """Wait for the batch in flight, if any (raises its error)."""
@@ -261,14 +236,13 @@ class ViewWriterProcess:
             if in_flight.done() and self._in_flight is in_flight:
                 self._in_flight = None
 
-    async def bulk_begin(self) -> None:
+    async def begin_bulk_load(self) -> None:
         """For a load into a fresh file: no fsync, secondary indexes built at the end."""
-        await self._request(["bulk_begin"])
+        await self._request(["begin_bulk_load"])
 
-    async def bulk_end(self) -> int:
+    async def end_bulk_load(self) -> int:
         """Build the secondary indexes, restore durability, checkpoint; return the row count."""
-        rows: int = await self._request(["bulk_end"])
-        return rows
+        return cast(int, await self._request(["end_bulk_load"]))
 
     async def aclose(self) -> None:
         """Wait for the batch in flight, stop the child, release the lock. Idempotent.

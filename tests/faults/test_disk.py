@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import start_materializer, stop_process
 from xcombus import Settings, XComBus
-from xcombus.audit import rebuild, verify
+from xcombus.rebuild import rebuild, verify
 from xcombus.view import ViewReader
 
 

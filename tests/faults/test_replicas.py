@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tests.helpers import start_materializer, stop_process
 from xcombus import Settings, XComBus
-from xcombus.audit import rebuild, verify
 from xcombus.consistency import EndOffsets
+from xcombus.rebuild import rebuild, verify
 from xcombus.view import ViewReader
 
 

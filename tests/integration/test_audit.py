@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import cli, settings_env
 from xcombus import Settings, XComBus, XComViewLockedError
-from xcombus.audit import history, rebuild, swap, verify
+from xcombus.audit import history
+from xcombus.rebuild import rebuild, swap, verify
 from xcombus.view import ViewReader
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,5 @@
-"""A view file written by an older xcombus is upgraded in place by either writer."""
+"""A view file written by an older xcombus is upgraded in place when a writer opens it
+(xcombus.store, in this process or in the writer child)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 
 from xcombus import MsgspecXCom
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event
-from xcombus.materialize import fold
-from xcombus.view import ViewReader, ViewWriter
+from xcombus.fold import fold
+from xcombus.store import ViewStore
+from xcombus.view import ViewReader
 from xcombus.writer import ViewWriterProcess
 
-from .test_fold_and_view import recs
+from .batches import recs
 
 # Schema 1 as xcombus 0.1.0 wrote it: the logical date indexed on the xcom table itself.
 _V1 = """
@@ -68,18 +70,24 @@ def _check_upgraded(path: Path) -> None:
         reader.close()
 
 
-@pytest.mark.parametrize("writer_class", [ViewWriter, ViewWriterProcess])
-async def test_a_schema_1_view_is_upgraded_when_a_writer_opens_it(tmp_path: Path, writer_class: type) -> None:
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "writer-child"])
+async def test_a_schema_1_view_is_upgraded_when_a_writer_opens_it(tmp_path: Path, in_child: bool) -> None:
     path = tmp_path / "v1.db"
     _v1_view(path)
-    async with writer_class(path, topic="t") as writer:
-        assert await writer.offsets() == {0: 4}
-        # Later pushes keep the run's date current.
-        ti = TaskInstanceKey("d", "r3", "up")
-        event = (ti.encode(), encode_event(Push(schema=SCHEMA_VERSION, key="k", value=b"5",
-                                                codec=MsgspecXCom.codec, ts=5, producer="p",
-                                                logical_date=300)))
-        await writer.apply(fold({0: recs(event, start=4)}, {0: 4}, MsgspecXCom))
+    # Later pushes keep the run's date current.
+    ti = TaskInstanceKey("d", "r3", "up")
+    event = (ti.encode(), encode_event(Push(schema=SCHEMA_VERSION, key="k", value=b"5",
+                                            codec=MsgspecXCom.codec, ts=5, producer="p",
+                                            logical_date=300)))
+    batch = fold({0: recs(event, start=4)}, {0: 4}, MsgspecXCom)
+    if in_child:
+        async with ViewWriterProcess(path, topic="t") as writer:
+            assert await writer.offsets() == {0: 4}
+            await writer.write(batch)
+    else:
+        with ViewStore.open(path, topic="t") as store:
+            assert store.offsets() == {0: 4}
+            store.write(batch)
     _check_upgraded(path)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT logical_date FROM dag_run WHERE run_id='r3'").fetchone() == (300,)
@@ -100,8 +108,7 @@ def test_a_reader_answers_from_a_schema_1_file_before_the_upgrade(tmp_path: Path
 
 async def test_an_index_an_older_xcombus_recreated_is_dropped_again(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
-    async with ViewWriter(path, topic="t"):
-        pass
+    ViewStore.open(path, topic="t").close()
     with sqlite3.connect(path) as db:  # what schema 1's CREATE INDEX IF NOT EXISTS would do
         db.execute("CREATE INDEX xcom_by_logical_date ON xcom (dag_id, task_id, key, logical_date)")
     db.close()
@@ -113,7 +120,7 @@ async def test_an_index_an_older_xcombus_recreated_is_dropped_again(tmp_path: Pa
     assert "xcom_by_logical_date" not in names
 
 
-async def test_runs_with_the_same_logical_date_the_latest_push_wins(tmp_path: Path) -> None:
+def test_runs_with_the_same_logical_date_the_latest_push_wins(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
 
     def event(run: str, value: bytes, ts: int) -> tuple[bytes, bytes]:
@@ -121,10 +128,10 @@ async def test_runs_with_the_same_logical_date_the_latest_push_wins(tmp_path: Pa
                 encode_event(Push(schema=SCHEMA_VERSION, key="k", value=value, codec=MsgspecXCom.codec,
                                   ts=ts, producer="p", logical_date=100)))
 
-    async with ViewWriter(path, topic="t") as writer:
+    with ViewStore.open(path, topic="t") as store:
         # Two runs share a logical date; "manual" was pushed to last although it sorts first.
-        await writer.apply(fold({0: recs(event("scheduled", b"1", 1), event("manual", b"2", 2))},
-                                {}, MsgspecXCom))
+        store.write(fold({0: recs(event("scheduled", b"1", 1), event("manual", b"2", 2))},
+                         {}, MsgspecXCom))
     reader = ViewReader(path)
     try:
         prior = reader.get_tasks_with_prior("d", "later", ["up"], "k", None, 200)

@@ -1,5 +1,5 @@
 """The view writer in a child process (xcombus.writer) and the materializer on top of it
-(no broker needed: batches are handed to Materializer.apply directly)."""
+(no broker needed: batches are handed to the materializer's fold-and-submit step directly)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_fold_and_view import (
-    TI,
-    batches_of_new_xcoms,
-    clear,
-    push,
-    recs,
-    watch_readers_while,
-)
 from xcombus import MsgspecXCom, Settings, XComViewError, XComViewLockedError
 from xcombus.events import SCHEMA_VERSION, Push, encode_event
-from xcombus.materialize import Materializer, fold
-from xcombus.view import ViewReader, ViewWriter, row_record
+from xcombus.fold import fold
+from xcombus.materialize import Materializer
+from xcombus.store import ViewStore, row_record
+from xcombus.view import ViewReader
 from xcombus.writer import ViewWriterProcess
+
+from .batches import TI, batches_of_new_xcoms, clear, push, recs, watch_readers_while
 
 
 def _stored(path: Path) -> tuple[list[tuple[str, bytes, int]], dict[int, int], dict[int, int]]:
@@ -45,9 +41,9 @@ async def test_batches_commit_in_the_child_with_their_offsets(tmp_path: Path) ->
     path = tmp_path / "v.db"
     async with ViewWriterProcess(path, topic="t") as writer:
         assert await writer.offsets() == {}
-        await writer.apply(fold({0: recs(push("a", b"1"), push("b", b"2"))}, {}, MsgspecXCom))
+        await writer.write(fold({0: recs(push("a", b"1"), push("b", b"2"))}, {}, MsgspecXCom))
         batch = fold({0: recs(clear(), push("a", b"3"), start=2)}, {0: 2}, MsgspecXCom)
-        replaced = await writer.apply(batch, collect_replaced=True)
+        replaced = await writer.write(batch, collect_replaced=True)
         assert sorted((r.key, r.value) for r in replaced) == [("a", b"1"), ("b", b"2")]
         assert await writer.offsets() == {0: 4}
     assert _stored(path) == ([("a", b"3", 3)], {0: 4}, {0: 4})
@@ -56,9 +52,10 @@ async def test_batches_commit_in_the_child_with_their_offsets(tmp_path: Path) ->
 async def test_the_lock_is_held_for_the_writers_life(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     async with ViewWriterProcess(path, topic="t") as writer:
-        for other in (ViewWriterProcess(path, topic="t"), ViewWriter(path, topic="t")):
-            with pytest.raises(XComViewLockedError, match=f"pid {os.getpid()}"):
-                await other.open()
+        with pytest.raises(XComViewLockedError, match=f"pid {os.getpid()}"):
+            await ViewWriterProcess(path, topic="t").open()
+        with pytest.raises(XComViewLockedError, match=f"pid {os.getpid()}"):
+            ViewStore.open(path, topic="t")
         # The child holds the same lock: it outlives its parent's descriptor.
         child = writer._proc
         assert child is not None and child.poll() is None
@@ -81,14 +78,14 @@ async def test_a_failed_write_applies_nothing_and_nothing_after_it(tmp_path: Pat
     writer = ViewWriterProcess(path, topic="t")
     await writer.open()
     try:
-        await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
+        await writer.write(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
         batch = fold({0: recs(clear(), push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom)
         batch.upserts.append(("only", "three", "columns"))  # fails after the clear ran
         with pytest.raises(XComViewError, match="offsets did not advance"):
-            await writer.apply(batch)
+            await writer.write(batch)
         later = fold({0: recs(push("c", b"3"), start=3)}, {0: 3}, MsgspecXCom)
         with pytest.raises(XComViewError, match="offsets did not advance"):
-            await writer.apply(later)
+            await writer.write(later)
     finally:
         await writer.aclose()
     assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
@@ -99,12 +96,12 @@ async def test_a_dead_child_is_a_clear_error_and_nothing_is_applied_later(tmp_pa
     writer = ViewWriterProcess(path, topic="t")
     await writer.open()
     try:
-        await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
+        await writer.write(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
         assert writer._proc is not None
         os.kill(writer._proc.pid, signal.SIGKILL)
         await _wait_dead(writer._proc)
         with pytest.raises(XComViewError, match=r"writer process .* died.*stored offsets decide"):
-            await writer.apply(fold({0: recs(push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom))
+            await writer.write(fold({0: recs(push("b", b"2"), start=1)}, {0: 1}, MsgspecXCom))
         with pytest.raises(XComViewError, match=r"writer process .* died"):
             await writer.offsets()
     finally:
@@ -122,39 +119,39 @@ def _materializer(path: Path) -> Materializer:
 async def test_materializer_publishes_only_acknowledged_commits(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     m = _materializer(path)
-    await m.writer.open()
+    await m._writer.open()
     try:
-        await m.apply({0: recs(push("a", b"1"), push("b", b"2"))})
-        assert m.applied == {0: 2}  # handed over: the next fold skips these records
-        await m.apply({0: recs(push("a", b"1"), push("b", b"2"), push("c", b"3"))})
-        assert m.applied == {0: 3}
-        await m.settle()
+        await m._fold_and_submit({0: recs(push("a", b"1"), push("b", b"2"))})
+        assert m._submitted == {0: 2}  # handed over: the next fold skips these records
+        await m._fold_and_submit({0: recs(push("a", b"1"), push("b", b"2"), push("c", b"3"))})
+        assert m._submitted == {0: 3}
+        await m._wait_published()
         assert m.visible == {0: 3} and m.events_applied == 3
         assert _stored(path)[1:] == ({0: 3}, {0: 3})
     finally:
-        await m.writer.aclose()
+        await m._writer.aclose()
 
 
 async def test_materializer_stops_when_the_writer_dies(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     m = _materializer(path)
-    await m.writer.open()
+    await m._writer.open()
     try:
-        await m.apply({0: recs(push("a", b"1"))})
-        await m.settle()
-        assert m.writer._proc is not None
-        os.kill(m.writer._proc.pid, signal.SIGKILL)
-        await _wait_dead(m.writer._proc)
+        await m._fold_and_submit({0: recs(push("a", b"1"))})
+        await m._wait_published()
+        assert m._writer._proc is not None
+        os.kill(m._writer._proc.pid, signal.SIGKILL)
+        await _wait_dead(m._writer._proc)
         with pytest.raises(XComViewError, match=r"died.*stored offsets decide"):
-            await m.apply({0: recs(push("b", b"2"), start=1)})
-            await m.settle()
+            await m._fold_and_submit({0: recs(push("b", b"2"), start=1)})
+            await m._wait_published()
         with pytest.raises(XComViewError):
-            await m.apply({0: recs(push("c", b"3"), start=2)})
-            await m.settle()
+            await m._fold_and_submit({0: recs(push("c", b"3"), start=2)})
+            await m._wait_published()
         assert m.visible == {0: 1}
         assert m._fatal is not None or m._stopping.is_set()
     finally:
-        await m.writer.aclose()
+        await m._writer.aclose()
     assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
 
 
@@ -174,13 +171,17 @@ async def test_readers_never_see_half_a_batch_written_by_the_child(tmp_path: Pat
 
 def test_the_child_is_a_slim_script_that_never_imports_xcombus() -> None:
     # The child's memory counts in the materializer's: importing the package would pull in
-    # aiokafka, aiosqlite and every backend (≈ +16 MiB) into a process that only writes SQLite.
+    # aiokafka and every backend into a process that only writes SQLite.
     import ast
     import sys
 
     import xcombus._writer_child as child
 
     tree = ast.parse(Path(child.__file__).read_text())
+    # Imports under ``if TYPE_CHECKING:`` are for the type checker only, never run.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
@@ -188,6 +189,29 @@ def test_the_child_is_a_slim_script_that_never_imports_xcombus() -> None:
     relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
     assert not relative
     assert imported - set(sys.stdlib_module_names) == {"msgspec"}
+
+
+def test_the_child_loads_the_store_without_the_package() -> None:
+    # What the child has in memory once it loaded the store: the store and its two leaf
+    # modules, never xcombus/__init__.py or anything it would pull in.
+    import json
+    import subprocess
+    import sys
+
+    import xcombus._writer_child as child
+
+    code = ("import json, runpy, sys; child = runpy.run_path(sys.argv[1], run_name='child'); "
+            "before = set(sys.modules); child['_load']('store'); child['_load']('errors'); "
+            "print(json.dumps([sorted(set(sys.modules) - before), "
+            "getattr(sys.modules['xcombus'], '__file__', None)]))")
+    out = subprocess.run([sys.executable, "-P", "-c", code, child.__file__], capture_output=True, text=True,
+                         check=True).stdout
+    loaded, package_file = json.loads(out)
+    assert {m for m in loaded if m.split(".")[0] == "xcombus"} == {
+        "xcombus", "xcombus.store", "xcombus.errors", "xcombus.records"}
+    assert package_file is None  # a bare stand-in: xcombus/__init__.py never ran
+    others = {m.split(".")[0] for m in loaded} - {"xcombus"}
+    assert others <= set(sys.stdlib_module_names), others
 
 
 async def test_the_child_runs_the_script_without_its_folder_on_the_path(tmp_path: Path) -> None:
@@ -201,18 +225,18 @@ async def test_the_child_runs_the_script_without_its_folder_on_the_path(tmp_path
 
 async def test_a_cancelled_waiter_does_not_drop_the_batch_in_flight(tmp_path: Path) -> None:
     m = _materializer(tmp_path / "v.db")
-    await m.writer.open()
+    await m._writer.open()
     try:
-        await m.apply({0: recs(push("a", b"1"))})
-        waiter = asyncio.ensure_future(m.settle())
+        await m._fold_and_submit({0: recs(push("a", b"1"))})
+        waiter = asyncio.ensure_future(m._wait_published())
         await asyncio.sleep(0)
         waiter.cancel()  # e.g. an outer timeout around the caller
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        await m.settle()  # the batch is still published: visible offsets, purges, Kafka
+        await m._wait_published()  # the batch is still published: visible offsets, purges, Kafka
         assert m.visible == {0: 1} and m.events_applied == 1
     finally:
-        await m.writer.aclose()
+        await m._writer.aclose()
 
 
 async def test_the_child_outlives_a_group_sigterm_and_finishes_the_batch(tmp_path: Path) -> None:
@@ -222,7 +246,7 @@ async def test_the_child_outlives_a_group_sigterm_and_finishes_the_batch(tmp_pat
         os.kill(writer._proc.pid, signal.SIGTERM)  # as systemd's control-group stop sends it
         await asyncio.sleep(0.2)
         assert writer._proc.poll() is None
-        await writer.apply(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
+        await writer.write(fold({0: recs(push("a", b"1"))}, {}, MsgspecXCom))
     assert _stored(path) == ([("a", b"1", 0)], {0: 1}, {0: 1})
 
 
@@ -236,15 +260,13 @@ async def test_a_write_error_of_any_kind_comes_back_with_its_reason(tmp_path: Pa
         row[7] = 2**63  # beyond SQLite's integers: an OverflowError in the child, not sqlite3's
         batch.upserts = [tuple(row)]
         with pytest.raises(XComViewError, match=r"failed.*too large"):
-            await writer.apply(batch)
+            await writer.write(batch)
     finally:
         await writer.aclose()
     assert _stored(path) == ([], {}, {})
 
 
-@pytest.mark.parametrize("writer_class", [ViewWriterProcess, ViewWriter])
-async def test_both_writers_store_a_missing_date_as_null_and_values_as_blobs(
-        tmp_path: Path, writer_class: type[ViewWriterProcess] | type[ViewWriter]) -> None:
+async def test_the_writer_stores_a_missing_date_as_null_and_values_as_blobs(tmp_path: Path) -> None:
     # The rows bind a missing logical date as "" and the child binds values as bytearrays
     # (sqlite3 binds those without an adapter lookup): the file must not show either.
     path = tmp_path / "v.db"
@@ -253,8 +275,8 @@ async def test_both_writers_store_a_missing_date_as_null_and_values_as_blobs(
     batch = fold({0: recs(push("undated", b'"u"'), (TI.encode(), dated))}, {}, MsgspecXCom)
     assert {row[4]: row[8] for row in batch.upserts} == {"undated": "", "dated": 0}
     assert {r.key: r.logical_date for r in map(row_record, batch.upserts)} == {"undated": None, "dated": 0}
-    async with writer_class(path, topic="t") as writer:
-        await writer.apply(batch)
+    async with ViewWriterProcess(path, topic="t") as writer:
+        await writer.write(batch)
     db = sqlite3.connect(path)
     try:
         stored = db.execute("SELECT key, typeof(value), logical_date, typeof(logical_date) FROM xcom "

@@ -1,0 +1,35 @@
+"""Reading a view file (xcombus.view) while it is missing or being created (no broker)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from xcombus import Settings, XComBus, XComViewError
+from xcombus.store import ViewStore
+from xcombus.view import ViewNotReadyError, ViewReader
+
+
+def test_missing_view_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(XComViewError, match="start the materializer"):
+        ViewReader(tmp_path / "absent.db")
+
+
+async def test_a_view_being_created_reads_as_nothing_applied_yet(tmp_path: Path) -> None:
+    """Read-your-writes polls the view while a materializer starts: a missing file, then a
+    file without its tables (SQLite creates the file first), mean "not yet", not an error;
+    a view of another topic is still an error."""
+    path = tmp_path / "v.db"
+    with pytest.raises(ViewNotReadyError, match="no view at"):  # an XComViewError for callers
+        ViewReader(path)
+    bus = XComBus(Settings(view_path=str(path), topic="t"))
+    assert bus._applied_offsets() == {}  # no file (decided by the reader itself, not a check
+    # of the path before it: the file may appear between the two)
+    sqlite3.connect(path).close()  # the file exists, its tables not yet
+    assert bus._applied_offsets() == {}
+    ViewStore.open(path, topic="other").close()
+    bus._reader = None
+    with pytest.raises(XComViewError, match="other"):
+        bus._applied_offsets()

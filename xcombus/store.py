@@ -1,0 +1,611 @@
+"""The view file's write side: its schema, and the one transaction that writes a batch.
+
+A view file (SQLite, WAL mode) holds the latest value per XCom and the Kafka offsets it
+reflects:
+
+- ``xcom``: one row per ``(dag_id, run_id, task_id, map_index, key)``, columns in
+  :data:`COLUMNS` order; the primary key order makes "all map indexes of a task, in
+  map-index order" one range scan;
+- ``dag_run``: the logical date of each run, for ``include_prior_dates``;
+- ``ti_clear``: the last clear of each task instance (a retried dead letter must not
+  resurrect what a later clear removed);
+- ``offsets``: per partition, the next offset to apply and how many events were applied;
+- ``dead_letter``: events that could not be applied, with partition, offset and reason;
+- ``meta``: the schema version and the topic this view folds.
+
+**Invariant 4, rows and offsets commit together.** :meth:`ViewStore.write` writes the
+clears, upserts, runs, dead letters and next offsets of one folded batch in **one**
+``BEGIN IMMEDIATE … COMMIT``, so the view always equals "the log folded up to
+``offsets``" and a crash at any instant neither loses nor double-applies an event.
+Because the log can replay anything after the last commit, ``synchronous=NORMAL`` is
+enough. This module is the only code that writes a view file:
+
+- the materializer and ``rebuild`` write through :class:`xcombus.writer.ViewWriterProcess`,
+  whose child process (``xcombus/_writer_child.py``) is a serve loop around
+  :class:`ViewStore`: ``sqlite3`` holds the GIL while it binds each row, so a writer
+  *thread* would take turns with the fold of the next batch instead of running beside it;
+- the dead-letter retry runs :meth:`ViewStore.retry` (the guarded variant of the
+  transaction) in a worker thread: one transaction, once, with nothing to overlap;
+- ``swap`` copies a rebuilt file over the live one with :func:`replace_view`.
+
+**Invariant 5, one writer per file.** :func:`acquire_write_lock` takes an exclusive
+``flock`` on ``<view>.lock``; a second writer fails at once with XComViewLockedError
+naming the holder's pid. Readers (:class:`xcombus.view.ViewReader`) open the file
+read-only and never block the writer.
+
+The writer child loads this file without running ``xcombus/__init__.py``, so it imports
+only the standard library, msgspec and the two leaf modules ``errors`` and ``records``
+(a test keeps it so): the child's memory counts in the materializer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple, TypeAlias, TypeVar
+
+import msgspec
+
+from .errors import XComViewError, XComViewLockedError
+from .records import XComRecord
+
+__all__ = ["ADVANCE_OFFSET", "COLUMNS", "SCHEMA", "SCHEMA_VERSION", "UPSERT", "ClearRow", "DeadLetter",
+           "EncodedBatch", "RetryOutcome", "Row", "RunRow", "ViewBatch", "ViewStore", "acquire_write_lock",
+           "encode_batch", "ensure_schema", "replace_view", "row_record", "write_error"]
+
+SCHEMA_VERSION = 2
+
+#: The whole schema, idempotent (``IF NOT EXISTS`` everywhere): run on every open, after
+#: any migration.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS xcom (
+    dag_id       TEXT    NOT NULL,
+    run_id       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL,
+    map_index    INTEGER NOT NULL,
+    key          TEXT    NOT NULL,
+    value        BLOB    NOT NULL,
+    codec        TEXT    NOT NULL,
+    timestamp    INTEGER NOT NULL,
+    logical_date INTEGER,
+    producer     TEXT    NOT NULL,
+    try_number   INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
+) WITHOUT ROWID;
+-- The last clear of each task instance: retried dead letters must not resurrect what a
+-- later clear removed.
+CREATE TABLE IF NOT EXISTS ti_clear (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+) WITHOUT ROWID;
+-- include_prior_dates: the runs of a DAG by logical date (the latest events' date per run).
+-- A table of runs, not an index on xcom: an index on a WITHOUT ROWID table carries the
+-- whole primary key, and keeping one per row slowed the materializer's upserts markedly
+-- (benchmarks/analysis.md); a run's row is written once per batch, not per event.
+CREATE TABLE IF NOT EXISTS dag_run (
+    dag_id       TEXT    NOT NULL,
+    run_id       TEXT    NOT NULL,
+    logical_date INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dag_run_by_logical_date ON dag_run (dag_id, logical_date);
+-- listings by push time (xcombus ls --since, the HTTP API's order_by=timestamp).
+CREATE INDEX IF NOT EXISTS xcom_by_timestamp ON xcom (timestamp);
+-- Schema 1's index, dropped again if an older xcombus opened this file and recreated it.
+DROP INDEX IF EXISTS xcom_by_logical_date;
+CREATE TABLE IF NOT EXISTS offsets (
+    kafka_partition INTEGER PRIMARY KEY,
+    next_offset     INTEGER NOT NULL,
+    applied_events  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    message_key     BLOB,
+    message_value   BLOB,
+    reason          TEXT    NOT NULL,
+    kafka_timestamp INTEGER,
+    PRIMARY KEY (kafka_partition, kafka_offset)
+);
+"""
+
+#: Indexes a bulk load into a fresh file builds once at the end instead of row by row.
+_SECONDARY_INDEXES = ("xcom_by_timestamp",)
+
+#: Upgrades of an older view file in place, by the version it has: run in one transaction
+#: by the writer that opens the file, before :data:`SCHEMA`.
+_MIGRATIONS = {
+    "1": """
+CREATE TABLE IF NOT EXISTS dag_run (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, logical_date INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dag_run_by_logical_date ON dag_run (dag_id, logical_date);
+INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date)
+    SELECT dag_id, run_id, max(logical_date) FROM xcom
+    WHERE logical_date IS NOT NULL GROUP BY dag_id, run_id;
+DROP INDEX IF EXISTS xcom_by_logical_date;
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
+""",
+}
+
+#: The ``xcom`` table's columns, in the order of a :data:`Row` and of an XComRecord.
+COLUMNS = ("dag_id, run_id, task_id, map_index, key, value, codec, timestamp, logical_date, "
+           "producer, try_number, kafka_partition, kafka_offset")
+
+#: One ``xcom`` row in :data:`COLUMNS` order, as a batch carries it: a missing logical
+#: date is ``""`` (stored as NULL, see :data:`UPSERT`).
+Row: TypeAlias = tuple[str, str, str, int, str, bytes, str, int, int | str, str, int, int, int]
+#: A clear: the task instance, then where the clear stands (partition, offset).
+ClearRow: TypeAlias = tuple[str, str, str, int, int, int]
+#: ``(dag_id, run_id, logical_date)`` of a run whose pushes carry a logical date.
+RunRow: TypeAlias = tuple[str, str, int]
+
+_SET_ROW = """
+    value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
+    logical_date=excluded.logical_date, producer=excluded.producer,
+    try_number=excluded.try_number, kafka_partition=excluded.kafka_partition,
+    kafka_offset=excluded.kafka_offset"""
+
+#: Write one :data:`Row`. A missing logical date arrives as ``""`` and is stored as NULL
+#: by ``NULLIF``: Python's ``sqlite3`` binds an exact str (or int, float, bytearray)
+#: directly but runs an adapter lookup for anything else, None and bytes included, and
+#: that lookup is a visible share of the upsert's CPU. None works too.
+UPSERT = f"""
+INSERT INTO xcom ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,NULLIF(?, ''),?,?,?,?)
+ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET{_SET_ROW}
+"""
+#: The dead-letter retry's upsert: only over an older event of the same partition, so a
+#: retried push never replaces a newer one.
+_GUARDED_UPSERT = f"""{UPSERT.rstrip()}
+WHERE xcom.kafka_partition = excluded.kafka_partition AND xcom.kafka_offset < excluded.kafka_offset
+"""
+_RUN = """
+INSERT INTO dag_run (dag_id, run_id, logical_date) VALUES (?,?,?)
+ON CONFLICT (dag_id, run_id) DO UPDATE SET logical_date=excluded.logical_date
+"""
+#: A retried run the view does not know yet; a known one keeps the date of its newer events.
+_RUN_IF_NEW = "INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date) VALUES (?,?,?)"
+_CLEAR = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?"
+_GUARDED_CLEAR = f"{_CLEAR} AND kafka_partition=? AND kafka_offset<?"
+_CLEAR_MARK = ("INSERT OR REPLACE INTO ti_clear (dag_id, run_id, task_id, map_index, kafka_partition, "
+               "kafka_offset) VALUES (?,?,?,?,?,?)")
+_GUARDED_CLEAR_MARK = """
+INSERT INTO ti_clear VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET
+    kafka_partition=excluded.kafka_partition, kafka_offset=excluded.kafka_offset
+WHERE ti_clear.kafka_partition != excluded.kafka_partition OR ti_clear.kafka_offset < excluded.kafka_offset
+"""
+_DEAD = ("INSERT OR REPLACE INTO dead_letter (kafka_partition, kafka_offset, message_key, "
+         "message_value, reason, kafka_timestamp) VALUES (?,?,?,?,?,?)")
+#: Move a partition's next offset and count the events the batch consumed there.
+ADVANCE_OFFSET = """
+INSERT INTO offsets (kafka_partition, next_offset, applied_events) VALUES (?,?,?)
+ON CONFLICT (kafka_partition) DO UPDATE SET
+    next_offset=excluded.next_offset,
+    applied_events=offsets.applied_events + excluded.applied_events
+"""
+_SELECT_TI = f"SELECT {COLUMNS} FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?"
+_SELECT_ROW = f"{_SELECT_TI} AND key=?"
+_SELECT_CLEARED = f"{_SELECT_TI} AND kafka_partition=? AND kafka_offset<?"
+_STILL_REFERENCED = ("SELECT 1 FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=? "
+                     "AND key=? AND value=?")
+
+#: Rows per encoded chunk of a batch (the writer child decodes and writes one at a time).
+_CHUNK_ROWS = 1_000
+#: Row-value ``IN`` lists stay within SQLite's parameter limit.
+_KEYS_PER_QUERY = 500
+
+_encode = msgspec.msgpack.Encoder().encode
+#: A chunk of rows decoded as ``sqlite3`` binds them fastest: values as bytearrays (bytes
+#: would go through the adapter lookup, see :data:`UPSERT`).
+_WireRow: TypeAlias = tuple[str, str, str, int, str, bytearray, str, int, int | str | None, str, int, int,
+                            int]
+_decode_rows = msgspec.msgpack.Decoder(list[_WireRow]).decode
+
+
+class DeadLetter(NamedTuple):
+    """An event that could not be applied, kept with its position and the reason."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    timestamp: int | None
+
+
+def row_record(row: Row) -> XComRecord:
+    """A :class:`ViewBatch` row as the record a read would return (logical date ``""`` → None)."""
+    date = row[8]
+    return XComRecord(*row[:8], date if isinstance(date, int) else None, *row[9:])
+
+
+class ViewBatch:
+    """What one transaction writes: clears, then upserts, runs, dead letters and offsets."""
+
+    __slots__ = ("clears", "dead", "events", "offsets", "runs", "superseded", "upserts")
+
+    def __init__(self) -> None:
+        #: Clears to apply, in log order.
+        self.clears: list[ClearRow] = []
+        #: At most one row per XCom (the batch is folded); :func:`row_record` reads one.
+        self.upserts: list[Row] = []
+        self.runs: list[RunRow] = []
+        self.dead: list[DeadLetter] = []
+        #: partition -> next offset to apply.
+        self.offsets: dict[int, int] = {}
+        #: partition -> events consumed by this batch (applied or dead-lettered).
+        self.events: dict[int, int] = {}
+        #: Rows replaced or cleared within the batch itself (only collected for backends
+        #: that purge external payloads).
+        self.superseded: list[Row] = []
+
+
+class EncodedBatch(NamedTuple):
+    """A batch as the writer child receives it (MessagePack-able, see :func:`encode_batch`)."""
+
+    clears: list[ClearRow]
+    #: The rows, sorted by primary key, as MessagePack-encoded chunks.
+    chunks: list[bytes]
+    runs: list[RunRow]
+    dead: list[DeadLetter]
+    #: ``(partition, next offset, events consumed)``.
+    offsets: list[tuple[int, int, int]]
+    #: Return the stored rows the batch replaces or clears (for backends that purge).
+    collect_replaced: bool
+
+
+def encode_batch(batch: ViewBatch, *, collect_replaced: bool = False) -> EncodedBatch:
+    """Sort and encode a folded batch for :meth:`ViewStore.write_encoded` (in another process).
+
+    The rows go in separately encoded chunks, so the writer holds one chunk's objects at a
+    time, not the whole batch's; sorted by primary key, so SQLite walks its B-tree forward
+    instead of jumping (the keys of a folded batch are distinct).
+    """
+    rows = sorted(batch.upserts)
+    chunks = [_encode(rows[i:i + _CHUNK_ROWS]) for i in range(0, len(rows), _CHUNK_ROWS)]
+    return EncodedBatch(batch.clears, chunks, batch.runs, batch.dead, _offset_rows(batch), collect_replaced)
+
+
+def _offset_rows(batch: ViewBatch) -> list[tuple[int, int, int]]:
+    return [(p, o, batch.events.get(p, 0)) for p, o in batch.offsets.items()]
+
+
+def write_error(path: str | os.PathLike[str], exc: BaseException) -> XComViewError:
+    """The error of a write that failed: nothing of the batch applied, and what to do."""
+    return XComViewError(
+        f"writing the view at {path} failed ({exc}); nothing of this batch was applied and its "
+        "offsets did not advance: fix the cause (disk full? read-only file?) and restart the "
+        "materializer")
+
+
+def acquire_write_lock(path: Path) -> int:
+    """Take the exclusive writer lock of a view file (``<view>.lock``); return its fd.
+
+    Creates the file's folder if needed. Raises XComViewLockedError naming the holder's
+    pid when another process has the lock, XComViewError when the folder is unusable.
+    """
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise XComViewError(f"cannot open the view at {path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise XComViewLockedError(
+            f"another materializer (pid {holder}) is writing {path}; a view file has one "
+            "writer: stop it, or give this one its own XCOMBUS_VIEW_PATH") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+        return {}
+    return dict(db.execute("SELECT name, value FROM meta").fetchall())
+
+
+def ensure_schema(db: sqlite3.Connection, path: str | os.PathLike[str], topic: str) -> None:
+    """Make ``db`` a writable view of ``topic``: WAL, the schema created or upgraded in
+    place, topic and version checked. Raises XComViewError (or sqlite3.Error).
+
+    An upgrade runs in one transaction *before* the current schema is created, so readers
+    see the old layout or the new one, never a half-filled new table.
+    """
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    meta = _meta(db)
+    migration = _MIGRATIONS.get(meta.get("schema_version", ""))
+    if migration is not None and meta.get("topic") == topic:
+        try:
+            db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    db.executescript(SCHEMA)
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
+               (str(SCHEMA_VERSION), topic))
+    meta = _meta(db)
+    if meta.get("topic") != topic:
+        raise XComViewError(f"{path} is a view of topic {meta.get('topic')!r}, not {topic!r}: "
+                            "use another XCOMBUS_VIEW_PATH")
+    if meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise XComViewError(f"{path} has view schema {meta.get('schema_version')}, this xcombus "
+                            f"writes {SCHEMA_VERSION}: rebuild the view into a new file")
+
+
+class RetryOutcome(NamedTuple):
+    """What :meth:`ViewStore.retry` did."""
+
+    #: Retried events that changed the view (pushes written, clears applied).
+    applied: int
+    #: Stored values no row refers to any more (empty unless asked to collect them).
+    unreferenced: list[XComRecord]
+
+
+_Chunk = TypeVar("_Chunk")
+
+
+class ViewStore:
+    """An open view file and the transactions that write it (synchronous; one per file).
+
+    :meth:`open` it (which takes the file's writer lock unless the caller holds it), then
+    :meth:`write` folded batches; :meth:`close` releases both. Safe to call from one
+    thread at a time, whichever thread that is.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path, lock_fd: int | None) -> None:
+        """Use :meth:`open`."""
+        self.path = path
+        self._db = db
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, topic: str, lock: bool = True) -> ViewStore:
+        """Open (create, upgrade, check) the view file of ``topic`` for writing.
+
+        With ``lock``, take the writer lock first (XComViewLockedError if another process
+        has it); without, the caller holds it (the writer child inherits its parent's).
+        """
+        resolved = Path(path).resolve()
+        lock_fd = acquire_write_lock(resolved) if lock else None
+        try:
+            try:
+                db = sqlite3.connect(resolved, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise XComViewError(f"cannot open the view at {resolved}: {exc}") from exc
+            try:
+                ensure_schema(db, resolved, topic)
+            except BaseException as exc:
+                db.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise XComViewError(f"cannot open the view at {resolved}: {exc}") from exc
+                raise
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return cls(db, resolved, lock_fd)
+
+    def __enter__(self) -> ViewStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the batch transaction (invariant 4) ----------------------------------------------
+
+    def write(self, batch: ViewBatch, *, collect_replaced: bool = False) -> list[XComRecord]:
+        """Write a folded batch and its offsets in one transaction (all or nothing).
+
+        With ``collect_replaced``, return the stored rows this batch overwrote or deleted
+        (for backends that purge external payloads once the transaction committed).
+        Raises XComViewError: then nothing of the batch was applied.
+        """
+        return self._transaction(batch.clears, [batch.upserts], _same, _same, batch.runs, batch.dead,
+                                 _offset_rows(batch), collect_replaced)
+
+    def write_encoded(self, batch: EncodedBatch) -> list[XComRecord]:
+        """:meth:`write` for a batch from :func:`encode_batch`: its chunks are decoded one
+        at a time within the transaction, so memory holds one chunk's rows."""
+        return self._transaction(batch.clears, batch.chunks, _decode_rows, _decode_rows, batch.runs,
+                                 batch.dead, batch.offsets, batch.collect_replaced)
+
+    def _transaction(self, clears: Sequence[ClearRow], chunks: Sequence[_Chunk],
+                     rows_of: Callable[[_Chunk], Sequence[Sequence[object]]],
+                     keys_of: Callable[[_Chunk], Sequence[Sequence[object]]], runs: Sequence[RunRow],
+                     dead: Sequence[DeadLetter], offsets: Sequence[tuple[int, int, int]],
+                     collect_replaced: bool) -> list[XComRecord]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                replaced = []
+                if collect_replaced:
+                    keys = [row[:5] for chunk in chunks for row in keys_of(chunk)]
+                    replaced = self._existing(clears, keys)
+                if clears:
+                    db.executemany(_CLEAR, [c[:4] for c in clears])
+                    db.executemany(_CLEAR_MARK, clears)
+                for chunk in chunks:
+                    db.executemany(UPSERT, rows_of(chunk))
+                if runs:
+                    db.executemany(_RUN, runs)
+                if dead:
+                    db.executemany(_DEAD, dead)
+                db.executemany(ADVANCE_OFFSET, offsets)
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        # An integer beyond SQLite's 64 bits is an OverflowError, not an sqlite3.Error.
+        except (sqlite3.Error, OverflowError) as exc:
+            raise write_error(self.path, exc) from exc
+        return replaced
+
+    def _existing(self, clears: Sequence[ClearRow], keys: Sequence[Sequence[object]]) -> list[XComRecord]:
+        """Stored rows that the batch's clears delete or its upserts (``keys``) overwrite."""
+        found: dict[tuple[object, ...], XComRecord] = {}
+        for clear in clears:
+            for row in self._db.execute(_SELECT_TI, clear[:4]):
+                found[tuple(row[:5])] = XComRecord._make(row)
+        for i in range(0, len(keys), _KEYS_PER_QUERY):
+            some = keys[i:i + _KEYS_PER_QUERY]
+            query = (f"SELECT {COLUMNS} FROM xcom WHERE (dag_id, run_id, task_id, map_index, key) "
+                     f"IN (VALUES {','.join(['(?,?,?,?,?)'] * len(some))})")
+            for row in self._db.execute(query, [v for key in some for v in key]):
+                found[tuple(row[:5])] = XComRecord._make(row)
+        return list(found.values())
+
+    # -- the dead-letter retry --------------------------------------------------------------
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, by partition and offset."""
+        return [DeadLetter(*row) for row in self._db.execute(
+            "SELECT kafka_partition, kafka_offset, message_key, message_value, reason, kafka_timestamp "
+            "FROM dead_letter ORDER BY kafka_partition, kafka_offset")]
+
+    def retry(self, batch: ViewBatch, retried: Iterable[tuple[int, int]], *,
+              collect_unreferenced: bool = False) -> RetryOutcome:
+        """Apply a batch folded from dead letters, **without undoing anything newer**, in
+        one transaction: a push is written only if no later push of the same XCom and no
+        later clear of its task instance is in the view; a clear deletes only rows older
+        than itself. ``retried``: the ``(partition, offset)`` of every dead letter folded;
+        those not in ``batch.dead`` leave the table, the others keep it with the new reason.
+
+        With ``collect_unreferenced``, also return the stored values nothing refers to once
+        this committed: rows a retried push replaced or a retried clear deleted, and
+        retried pushes something newer already decided.
+        """
+        db, collect = self._db, collect_unreferenced
+        still = {(d.partition, d.offset): d.reason for d in batch.dead}
+        unreferenced = [row_record(row) for row in batch.superseded]
+        applied = 0
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in batch.upserts:
+                    partition, offset = row[11], row[12]
+                    cleared = db.execute("SELECT kafka_partition, kafka_offset FROM ti_clear WHERE "
+                                         "dag_id=? AND run_id=? AND task_id=? AND map_index=?",
+                                         row[:4]).fetchone()
+                    before = db.execute(_SELECT_ROW, row[:5]).fetchall() if collect else []
+                    done = 0
+                    if not (cleared and cleared[0] == partition and cleared[1] > offset):
+                        done = db.execute(_GUARDED_UPSERT, row).rowcount
+                    applied += done
+                    if collect:  # the row it replaced, or the retried push itself when not applied
+                        unreferenced.extend(map(XComRecord._make, before) if done else [row_record(row)])
+                db.executemany(_RUN_IF_NEW, batch.runs)
+                for clear in batch.clears:
+                    if collect:
+                        unreferenced.extend(map(XComRecord._make, db.execute(_SELECT_CLEARED, clear)))
+                    db.execute(_GUARDED_CLEAR, clear)
+                    db.execute(_GUARDED_CLEAR_MARK, clear)
+                    applied += 1
+                db.executemany("DELETE FROM dead_letter WHERE kafka_partition=? AND kafka_offset=?",
+                               [pos for pos in retried if pos not in still])
+                db.executemany("UPDATE dead_letter SET reason=? WHERE kafka_partition=? AND kafka_offset=?",
+                               [(reason, p, o) for (p, o), reason in still.items()])
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            # A payload is freed only when no row of the view refers to it any more: a
+            # duplicate of an event (same reference) may be the row that stays.
+            unreferenced = [rec for rec in unreferenced if collect and db.execute(
+                _STILL_REFERENCED, (*rec[:5], rec.value)).fetchone() is None]
+        except (sqlite3.Error, OverflowError) as exc:
+            raise XComViewError(f"retrying the dead letters of {self.path} failed ({exc}); none was "
+                                "applied: fix the cause and retry") from exc
+        return RetryOutcome(applied, unreferenced)
+
+    # -- reads and bulk loads -----------------------------------------------------------------
+
+    def offsets(self) -> dict[int, int]:
+        """partition -> next offset to apply, as committed."""
+        return dict(self._db.execute("SELECT kafka_partition, next_offset FROM offsets").fetchall())
+
+    def begin_bulk_load(self) -> None:
+        """A load into a fresh file: nothing to lose yet (no fsync); secondary indexes at the end."""
+        self._db.execute("PRAGMA synchronous=OFF")
+        for name in _SECONDARY_INDEXES:
+            self._db.execute(f"DROP INDEX IF EXISTS {name}")
+
+    def end_bulk_load(self) -> int:
+        """Build the secondary indexes, restore durability, checkpoint; return the row count."""
+        self._db.executescript(SCHEMA)  # IF NOT EXISTS everywhere: only the indexes are new
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows: int = self._db.execute("SELECT count(*) FROM xcom").fetchone()[0]
+        return rows
+
+    def close(self) -> None:
+        """Close the file and release the lock if this store took it. Idempotent."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _same(rows: Sequence[Row]) -> Sequence[Row]:
+    return rows
+
+
+def replace_view(new: str | os.PathLike[str], live: str | os.PathLike[str]) -> None:
+    """Replace the live view's content with another view file's, atomically for readers.
+
+    SQLite's backup API writes the new pages into the live file inside one transaction,
+    so readers in other processes see the old view or the new one, never a mix. Takes the
+    live file's writer lock (XComViewLockedError while a materializer writes it), and
+    refuses a view of another topic.
+    """
+    source, target = Path(new).resolve(), Path(live).resolve()
+    if not source.exists():
+        raise XComViewError(f"no view at {source}")
+    fd = acquire_write_lock(target)
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dest = sqlite3.connect(target, isolation_level=None)
+        try:
+            topic = src.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
+            if target.exists() and dest.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name='meta'").fetchone()[0]:
+                live_topic = dest.execute("SELECT value FROM meta WHERE name='topic'").fetchone()
+                if live_topic != topic:
+                    raise XComViewError(f"{source} folds topic {topic[0]!r} but {target} folds "
+                                        f"{live_topic[0] if live_topic else None!r}")
+            dest.execute("PRAGMA busy_timeout=10000")
+            dest.execute("PRAGMA journal_mode=WAL")
+            src.backup(dest)
+            dest.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise XComViewError(f"swapping {source} into {target} failed: {exc}; the live view "
+                                "is unchanged") from exc
+        finally:
+            dest.close()
+            src.close()
+    finally:
+        os.close(fd)
