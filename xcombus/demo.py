@@ -17,9 +17,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from .bus import XComBus
+from .bus import TaskInstance, XComBus
 from .settings import Settings
-from .taskflow import current_task_instance, task
+from .taskflow import SyncTaskInstance, current_task_instance, task
 
 DAG_ID = "xcombus_demo"
 CITIES = [("Oslo", 4.5), ("Lagos", 31.0), ("Lima", 18.25), ("Sapporo", -2.0)]
@@ -31,20 +31,20 @@ LOGICAL_DATE = datetime(2026, 11, 24, tzinfo=UTC)
 async def extract() -> list[dict[str, Any]]:
     rows = [{"city": c, "temp_c": t, "measured_at": datetime(2026, 11, 24, 12, tzinfo=UTC)}
             for c, t in CITIES]
-    await current_task_instance().xcom_push("row_count", len(rows))
+    await current_task_instance(TaskInstance).xcom_push("row_count", len(rows))
     return rows
 
 
 @task
 def transform() -> dict[str, Any]:  # a plain function: it gets a blocking task instance
-    ti = current_task_instance()
+    ti = current_task_instance(SyncTaskInstance)
     row = ti.xcom_pull(task_ids="extract")[ti.map_index]
     return {"city": row["city"], "temp_f": round(row["temp_c"] * 9 / 5 + 32, 2)}
 
 
 @task(multiple_outputs=True)
 async def load() -> dict[str, Any]:
-    ti = current_task_instance()
+    ti = current_task_instance(TaskInstance)
     rows = await ti.xcom_pull(task_ids="transform")  # every map index, in map-index order
     count = await ti.xcom_pull(task_ids="extract", key="row_count")
     assert len(rows) == count, (rows, count)

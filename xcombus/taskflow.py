@@ -38,18 +38,33 @@ __all__ = ["SyncTaskInstance", "SyncXComBus", "Task", "current_task_instance", "
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_TI = TypeVar("_TI", "TaskInstance", "SyncTaskInstance")
 
 _current: contextvars.ContextVar[TaskInstance | SyncTaskInstance | None] = contextvars.ContextVar(
     "xcombus_current_task_instance", default=None)
 
 
-def current_task_instance() -> TaskInstance | SyncTaskInstance:
+@overload
+def current_task_instance() -> TaskInstance | SyncTaskInstance: ...
+@overload
+def current_task_instance(kind: type[_TI]) -> _TI: ...
+
+
+def current_task_instance(kind: type[Any] | None = None) -> Any:
     """The task instance running in this context (async tasks get a TaskInstance, plain
-    functions a SyncTaskInstance); raise XComBusError outside a running task."""
+    functions a SyncTaskInstance); raise XComBusError outside a running task.
+
+    ``kind`` (``TaskInstance`` or ``SyncTaskInstance``) narrows the type for a type
+    checker, and raises XComBusError if the running task got the other kind.
+    """
     ti = _current.get()
     if ti is None:
         raise XComBusError("no task is running here: current_task_instance() works inside a "
                            "function run by Task.run() (use @xcombus.task)")
+    if kind is not None and not isinstance(ti, kind):
+        raise XComBusError(
+            f"this task got a {type(ti).__name__}, not a {kind.__name__}: async functions get a "
+            "TaskInstance (await its methods), plain functions a SyncTaskInstance")
     return ti
 
 

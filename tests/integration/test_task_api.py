@@ -25,6 +25,9 @@ RUN = "manual__2026-11-24T00:00:00+00:00"
 async def extract() -> dict[str, int]:
     ti = current_task_instance()
     assert isinstance(ti, TaskInstance) and ti.task_id == "extract"
+    assert current_task_instance(TaskInstance) is ti
+    with pytest.raises(XComBusError, match="not a SyncTaskInstance"):
+        current_task_instance(SyncTaskInstance)
     await ti.xcom_push("side", "pushed by hand")
     return {"rows": 3}
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from xcombus import Settings, XComBus, XComViewError
+from xcombus.consistency import ViewPoller
+from xcombus.errors import ViewNotReadyError
 from xcombus.store import ViewStore
-from xcombus.view import ViewNotReadyError, ViewReader
+from xcombus.view import ViewReader
 
 
 def test_missing_view_is_a_clear_error(tmp_path: Path) -> None:
@@ -25,11 +27,11 @@ async def test_a_view_being_created_reads_as_nothing_applied_yet(tmp_path: Path)
     with pytest.raises(ViewNotReadyError, match="no view at"):  # an XComViewError for callers
         ViewReader(path)
     bus = XComBus(Settings(view_path=str(path), topic="t"))
-    assert bus._applied_offsets() == {}  # no file (decided by the reader itself, not a check
+    assert ViewPoller(bus._view).offsets() == {}  # no file (decided by the reader itself, not a check
     # of the path before it: the file may appear between the two)
     sqlite3.connect(path).close()  # the file exists, its tables not yet
-    assert bus._applied_offsets() == {}
+    assert ViewPoller(bus._view).offsets() == {}
     ViewStore.open(path, topic="other").close()
     bus._reader = None
     with pytest.raises(XComViewError, match="other"):
-        bus._applied_offsets()
+        ViewPoller(bus._view).offsets()
