@@ -23,14 +23,17 @@ value needs Airflow installed; listings show its JSON without it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import hashlib
 import importlib
 import json
+import logging
 import posixpath
 import re
 import uuid
+from collections.abc import Collection, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -44,8 +47,10 @@ from .serde import TAG, VALUE, Serde, SerdeError
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["AIRFLOW_SERDE_CODEC", "BaseXCom", "MsgspecXCom", "ObjectRef", "ObjectStorageXCom", "load_backend",
-           "resolve_backend"]
+__all__ = ["AIRFLOW_SERDE_CODEC", "BaseXCom", "MsgspecXCom", "ObjectRef", "ObjectStorageXCom",
+           "backend_purges", "load_backend", "purge_payloads", "resolve_backend"]
+
+log = logging.getLogger(__name__)
 
 
 class BaseXCom:
@@ -470,3 +475,37 @@ def load_backend(settings: Settings) -> type[BaseXCom]:
     cls = resolve_backend(settings.xcom_backend)
     cls.configure(settings)
     return cls
+
+
+# -- payloads of replaced values ----------------------------------------------------
+
+def backend_purges(backend: type[BaseXCom]) -> bool:
+    """True when the backend overrides ``purge``: the rows a write replaces must then be
+    collected, so their external payloads can be freed after the commit."""
+    return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
+
+
+async def purge_payloads(backend: type[BaseXCom], records: Sequence[XComRecord], *,
+                        keep: Collection[bytes] = ()) -> None:
+    """Remove the external payloads of records no row refers to any more.
+
+    Call it only after the transaction that dropped them committed: a crash before the
+    commit must not delete payloads still referenced. ``keep``: stored values of rows that
+    stay (a duplicate of an event carries the same reference; its payload stays). A
+    failure is logged, not raised: the view is already right, and an orphaned payload is
+    only wasted space.
+    """
+    def run() -> None:
+        for rec in records:
+            if rec.value in keep:
+                continue
+            try:
+                backend.purge(rec)
+            except Exception:
+                log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
+                              rec.run_id, rec.task_id, rec.map_index, rec.key)
+
+    if records and backend.does_io:
+        await asyncio.to_thread(run)
+    elif records:
+        run()

@@ -15,8 +15,8 @@ import asyncio
 
 import msgspec
 
-from .backends import BaseXCom, load_backend
-from .fold import LogMessage, backend_purges, fold, purge_records
+from .backends import BaseXCom, backend_purges, load_backend, purge_payloads
+from .fold import LogMessage, fold
 from .settings import Settings
 from .store import ViewStore
 
@@ -50,7 +50,7 @@ async def retry_dead_letters(settings: Settings, *, backend: type[BaseXCom] | No
     finally:
         await asyncio.to_thread(store.close)
     if collect:
-        await purge_records(backend, outcome.unreferenced)
+        await purge_payloads(backend, outcome.unreferenced)
     # Valid now but not applied: a later push or clear (in the view, or among these dead
     # letters themselves) already decided the outcome.
     superseded = len(retried) - len(batch.dead) - outcome.applied

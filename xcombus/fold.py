@@ -11,18 +11,16 @@ The materializer, ``rebuild`` and the dead-letter retry all fold with :func:`fol
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from .backends import BaseXCom
+from .backends import BaseXCom, backend_purges
 from .errors import XComIdentifierError
 from .events import EventDecodeError, Push, TaskInstanceKey, decode_event, decode_ti_key, validate_key
-from .records import XComRecord
 from .store import DeadLetter, Row, ViewBatch
 
-__all__ = ["LogMessage", "backend_purges", "fold", "purge_records"]
+__all__ = ["LogMessage", "fold"]
 
 log = logging.getLogger(__name__)
 
@@ -132,35 +130,3 @@ def fold(
     batch.upserts = [row for rows_of_ti in by_ti.values() for row in rows_of_ti.values()]
     batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
     return batch
-
-
-def backend_purges(backend: type[BaseXCom]) -> bool:
-    """True when the backend overrides ``purge``: the rows a write replaces must then be
-    collected, so their external payloads can be freed after the commit."""
-    return backend.purge.__func__ is not BaseXCom.purge.__func__  # type: ignore[attr-defined]
-
-
-async def purge_records(backend: type[BaseXCom], records: Sequence[XComRecord], *,
-                        keep: Collection[bytes] = ()) -> None:
-    """Remove the external payloads of records no row refers to any more.
-
-    Call it only after the transaction that dropped them committed: a crash before the
-    commit must not delete payloads still referenced. ``keep``: stored values of rows that
-    stay (a duplicate of an event carries the same reference; its payload stays). A
-    failure is logged, not raised: the view is already right, and an orphaned payload is
-    only wasted space.
-    """
-    def run() -> None:
-        for rec in records:
-            if rec.value in keep:
-                continue
-            try:
-                backend.purge(rec)
-            except Exception:
-                log.exception("purging the payload of %s/%s/%s[%d] %r failed", rec.dag_id,
-                              rec.run_id, rec.task_id, rec.map_index, rec.key)
-
-    if records and backend.does_io:
-        await asyncio.to_thread(run)
-    elif records:
-        run()

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .backends import BaseXCom, load_backend
+from .backends import BaseXCom, backend_purges, load_backend, purge_payloads
 from .connection import kafka_options
 from .errors import XComBrokerError, XComViewError
-from .fold import LogMessage, backend_purges, fold, purge_records
+from .fold import LogMessage, fold
 from .records import XComRecord
 from .settings import Settings
 from .store import ViewBatch, row_record
@@ -347,7 +347,7 @@ class Materializer:
             log.warning("dead-lettered partition %d offset %d: %s", dead.partition, dead.offset,
                         dead.reason)
         if keep is not None:  # a backend that purges: free what nothing refers to any more
-            await purge_records(self._backend, [*replaced, *map(row_record, batch.superseded)], keep=keep)
+            await purge_payloads(self._backend, [*replaced, *map(row_record, batch.superseded)], keep=keep)
         if self._metrics is not None:
             self._metrics.batch(time.perf_counter() - started, sum(batch.events.values()), len(batch.dead))
         # In-process waiters see the batch once its side effects (purges) are done too.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from xcombus import MsgspecXCom, XComRecord
+from xcombus.backends import backend_purges, purge_payloads
 from xcombus.events import SCHEMA_VERSION, Push, TaskInstanceKey, encode_event
-from xcombus.fold import backend_purges, fold, purge_records
+from xcombus.fold import fold
 from xcombus.store import DeadLetter, row_record
 
 from .batches import TI, Rec, clear, push, recs
@@ -123,9 +124,9 @@ def test_fold_collects_what_the_batch_supersedes_only_for_purging_backends() -> 
     assert [row[5] for row in batch.upserts] == [b'"4"']
 
 
-async def test_purge_records_skips_kept_values_and_survives_a_failing_purge() -> None:
+async def test_purge_payloads_skips_kept_values_and_survives_a_failing_purge() -> None:
     _Purging.purged = []
     rows = fold({0: recs(push("a", b'"x"'), push("b", b'"boom"'), push("c", b'"keep"'),
                          push("d", b'"y"'))}, {}, MsgspecXCom).upserts
-    await purge_records(_Purging, [row_record(r) for r in rows], keep={b'"keep"'})
+    await purge_payloads(_Purging, [row_record(r) for r in rows], keep={b'"keep"'})
     assert sorted(_Purging.purged) == [b'"x"', b'"y"']  # the failure is logged, the rest purged
