@@ -1,6 +1,6 @@
 """The baseline: a relational XCom table as Airflow 2.10 keeps it, on SQLite, with SQLAlchemy.
 
-    python benchmarks/baseline_sql.py [--quick]     # the baseline alone (no broker needed)
+    python -m benchmarks.baseline_sql [--quick]     # the baseline alone (no broker needed)
 
 ``benchmarks/run.py`` runs it in the same run as xcombus, on the same machine, and reports
 xcombus/baseline ratios. What is modelled, after Airflow 2.10's ``airflow.models.xcom``:

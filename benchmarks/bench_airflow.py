@@ -2,9 +2,9 @@
 common-io object-storage backend and xcombus, side by side in one run.
 
     pip install -e '.[bench]'
-    python benchmarks/bench_airflow.py            # 3 interleaved repeats, the sizes (~20 min)
-    python benchmarks/bench_airflow.py --quick    # 1 repeat, small counts (~4 min), results elsewhere
-    python benchmarks/run.py --airflow            # the same, from the suite's entry point
+    python benchmarks/run.py --airflow              # 3 interleaved repeats, the sizes (~20 min)
+    python benchmarks/run.py --airflow --quick      # 1 repeat, small counts (~4 min), results elsewhere
+    python -m benchmarks.bench_airflow [--quick]    # the same, this module alone (more options)
 
 The DAGs are ``benchmarks/airflow_dags/xcom_bench.py``: their tasks time ``ti.xcom_push``
 and ``ti.xcom_pull`` themselves and write the samples to ``XCOMBUS_BENCH_OUT``. Each DAG
@@ -60,12 +60,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO, fmt, log, machine_gauge, percentile
-
+from benchmarks.common import REPO, fmt, log, machine_gauge, percentile
+from tests.airflow_env import AirflowEnv, airflow_env, ensure_venv  # the cached Airflow environments
 from xcombus import Settings
-
-sys.path.insert(0, str(REPO))  # tests/airflow_env.py: the cached Airflow environments
-from tests.airflow_env import AirflowEnv, airflow_env, ensure_venv
 
 AIRFLOW_VERSION = "3.3.2"
 DAGS = REPO / "benchmarks" / "airflow_dags"
@@ -454,7 +451,8 @@ def _load() -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_airflow.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.bench_airflow",
+                          *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="xcombus-bench-airflow-"))
     external = os.environ.get("XCOMBUS_BOOTSTRAP_SERVERS", "").strip()

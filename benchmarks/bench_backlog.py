@@ -23,9 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_pipeline import WARMUP, Samples, Values
-from common import REPO, Bench, end_offsets, materializer_env, percentile, timed, view_offsets
 
+from benchmarks.common import (
+    REPO,
+    WARMUP,
+    Bench,
+    Samples,
+    Spawn,
+    Values,
+    end_offsets,
+    materializer_env,
+    percentile,
+    timed,
+    view_offsets,
+)
 from xcombus import Settings, XComBus
 from xcombus.audit import rebuild
 
@@ -103,8 +114,12 @@ def _tree_rss_mib(ps: psutil.Process) -> float:
     return total / 2**20
 
 
-def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples, Path]:
+def drain(bench: Bench, backlog: Settings, events: int, *,
+          spawn: Spawn = subprocess.Popen) -> tuple[Values, Samples, Path]:
     """Run ``python -m consumers.materializer`` on a fresh view until it applied the backlog.
+
+    ``spawn`` starts the materializer process (``subprocess.Popen``'s signature): a profiler
+    passes one that attaches to it.
 
     The clock runs from spawning the process (Python start-up, imports, opening the view,
     joining the group included) until the view's offsets reach the end offsets. Memory
@@ -119,9 +134,9 @@ def drain(bench: Bench, backlog: Settings, events: int) -> tuple[Values, Samples
     conn: list[sqlite3.Connection | None] = [None]
     timeline: list[tuple[float, float, int]] = []  # (s since spawn, RSS MiB, events applied)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
-                            env=materializer_env(settings, f"bench-drain-{uuid.uuid4().hex[:8]}"),
-                            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    proc = spawn([sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
+                 env=materializer_env(settings, f"bench-drain-{uuid.uuid4().hex[:8]}"),
+                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     ps = psutil.Process(proc.pid)
     first: tuple[float, int] | None = None
     try:

@@ -2,8 +2,8 @@
 
 Each function measures one figure once, on a fresh topic and view file, and returns
 ``(values, samples)``: figure id -> value, and figure id -> raw samples (seconds) for plots.
-``benchmarks/run.py`` repeats them and writes docs/benchmarks.md; running this file runs
-the whole suite (the same as ``python benchmarks/run.py``).
+``benchmarks/suite.py`` repeats them and writes docs/benchmarks.md. Figure ids come from
+``figures.py``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,15 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from common import DAG, RUN, SMALL_STR, Bench, percentile, timed
-
+from benchmarks.common import DAG, REPO, RUN, SMALL_STR, WARMUP, Bench, Samples, Values, percentile, timed
+from benchmarks.figures import push_tput
 from xcombus import TaskInstance, XComBus
 
 LATENCY_SAMPLES = 2_000  # timed operations per repeat for the latency figures
-WARMUP = 200  # untimed operations before each latency series
 FANIN_WIDTH = 1_000  # mapped task instances in the fan-in figure
 FANIN_SAMPLES = 200
-#: Concurrent task instances of the push-throughput figure: the first is the headline.
-PUSH_CONCURRENCY = (1_000, 200, 5_000)
-
-Values = dict[str, float]
-Samples = dict[str, list[float]]
 
 
 async def push_concurrently(tis: Sequence[TaskInstance], total: int, workers: int,
@@ -67,7 +60,7 @@ async def bench_push_throughput(bench: Bench, pushes: int, concurrency: int, *,
         tis = [bus.task_instance(DAG, RUN, f"worker_{w}") for w in range(concurrency)]
         await push_concurrently(tis, concurrency, concurrency, lambda i: "value", value_of)  # connect
         elapsed = await push_concurrently(tis, pushes, concurrency, lambda i: "value", value_of)
-    return {f"{'record_' if record else ''}push_tput_{concurrency}": pushes / elapsed}, {}
+    return {push_tput(concurrency, record=record): pushes / elapsed}, {}
 
 
 def uvloop_available() -> bool:
@@ -81,15 +74,15 @@ def uvloop_available() -> bool:
 async def bench_push_throughput_uvloop(bench: Bench, pushes: int, concurrency: int) -> tuple[Values, Samples]:
     """The same figure with uvloop as the event loop (``push_on_uvloop.py``, its own process)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).with_name("push_on_uvloop.py")),
+        sys.executable, "-m", "benchmarks.push_on_uvloop",
         "--bootstrap", bench.bootstrap, "--workdir", str(bench.workdir),
-        "--pushes", str(pushes), "--concurrency", str(concurrency),
+        "--pushes", str(pushes), "--concurrency", str(concurrency), cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     if proc.returncode != 0:
         raise RuntimeError(f"push_on_uvloop.py failed ({proc.returncode}): {err.decode()[-2000:]}")
     measured = json.loads(out.decode().strip().splitlines()[-1])
-    return {f"uvloop_push_tput_{concurrency}": measured[f"push_tput_{concurrency}"]}, {}
+    return {push_tput(concurrency, uvloop=True): measured[push_tput(concurrency)]}, {}
 
 
 async def bench_push_latency(bench: Bench) -> tuple[Values, Samples]:
@@ -153,9 +146,3 @@ async def bench_fanin(bench: Bench) -> tuple[Values, Samples]:
     return ({"fanin_ryw_p50": percentile(lat_strong, 50) * 1e3,
              "fanin_ev_p50": percentile(lat_eventual, 50) * 1e3},
             {"fanin_ryw": lat_strong, "fanin_ev": lat_eventual})
-
-
-if __name__ == "__main__":
-    import run
-
-    run.main()

@@ -7,7 +7,7 @@ Three processes besides the broker:
   and its receipt ``(partition, offset)``;
 - the materializer runs as its own process, ``python -m consumers.materializer``, with
   the default settings (a fresh view file and consumer group);
-- a reader process (``python benchmarks/bench_visible.py --poll VIEW``) polls the view
+- a reader process (``python -m benchmarks.bench_visible --poll VIEW``) polls the view
   read-only every ``POLL_S`` and records each change of the ``offsets`` table with its
   time. Rows and offsets are committed in one transaction, so the row of a push is visible
   to a reader from the first poll at which ``next_offset`` of its partition is above the
@@ -32,8 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DAG, REPO, RUN, Bench, end_offsets, materializer_env, percentile, view_offsets
 
+from benchmarks.common import (
+    DAG,
+    REPO,
+    RUN,
+    Bench,
+    Samples,
+    Spawn,
+    Values,
+    end_offsets,
+    materializer_env,
+    percentile,
+    view_offsets,
+)
 from xcombus import XComBus
 
 POLL_S = 0.0005
@@ -98,8 +110,10 @@ async def _wait_view(view: Path, ends: dict[int, int], timeout: float) -> None:
         conn[0].close()
 
 
-async def bench_visible(bench: Bench, rate: int,
-                        duration: float) -> tuple[dict[str, float], dict[str, list[float]]]:
+async def bench_visible(bench: Bench, rate: int, duration: float, *,
+                        spawn: Spawn = subprocess.Popen) -> tuple[Values, Samples]:
+    """``rate`` pushes/s for ``duration`` s; ``spawn`` starts the materializer process
+    (``subprocess.Popen``'s signature: a profiler passes one that attaches to it)."""
     settings = bench.fresh("visible")
     view = Path(settings.view_path)
     timeline_file = bench.workdir / f"timeline-{uuid.uuid4().hex[:8]}.txt"
@@ -113,7 +127,7 @@ async def bench_visible(bench: Bench, rate: int,
     poller: subprocess.Popen[bytes] | None = None
     try:
         async with XComBus(settings) as bus:  # creates the topic
-            mat = subprocess.Popen(
+            mat = spawn(
                 [sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
                 env=materializer_env(settings, f"bench-visible-{uuid.uuid4().hex[:8]}"),
                 cwd=REPO, stdout=mat_log, stderr=subprocess.STDOUT)
@@ -121,8 +135,8 @@ async def bench_visible(bench: Bench, rate: int,
             # Warm up: every task instance once, then wait until the view holds it all.
             await asyncio.gather(*(ti.xcom_push("value", -1) for ti in tis))
             await _wait_view(view, await end_offsets(settings), 60)
-            poller = subprocess.Popen([sys.executable, str(Path(__file__)), "--poll", str(view),
-                                       "--out", str(timeline_file)], cwd=REPO)
+            poller = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_visible", "--poll",
+                                       str(view), "--out", str(timeline_file)], cwd=REPO)
             while not timeline_file.with_suffix(".ready").exists():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark scripts: settings per figure, statistics, machine facts."""
+"""Shared pieces of the suite: settings per figure, statistics, formatting, machine facts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +22,15 @@ from xcombus.broker import KAFKA_VERSION
 from xcombus.consistency import EndOffsets
 
 REPO = Path(__file__).resolve().parent.parent
+#: Untimed operations before each latency series.
+WARMUP = 200
+
+#: What one measurement of a figure returns: figure id -> value (figures.py names them) ...
+Values = dict[str, float]
+#: ... and series id -> raw samples for the plots (seconds unless the id says otherwise).
+Samples = dict[str, list[float]]
+#: Starts a child process with ``subprocess.Popen``'s arguments (a profiler may wrap it).
+Spawn = Callable[..., "subprocess.Popen[bytes]"]
 DAG, RUN = "bench_dag", "manual__2026-01-01T00:00:00+00:00"
 SMALL_STR = "s3://bucket/key-0001"  # 20 bytes
 
@@ -69,6 +79,12 @@ def fmt(value: float) -> str:
     if value >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
+
+
+def table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|",
+            *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 class Bench:
@@ -178,8 +194,6 @@ def machine_facts(bootstrap: str, external: bool) -> list[tuple[str, str]]:
              "local, started by the benchmark on the same 2 cores)")
     java = "unknown"
     with contextlib.suppress(Exception):
-        import subprocess
-
         out = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=20)
         java = (out.stderr or out.stdout).splitlines()[0].strip()
     return [

@@ -1,9 +1,9 @@
-"""Profile the paths behind the targets that are not met (not part of the timed suite).
+"""Profile the hot paths behind the targets (not part of the timed suite).
 
-    python benchmarks/profile_paths.py push     # CPU and GC per push, then cProfile of the push path
-    python benchmarks/profile_paths.py drain    # py-spy on the materializer process, then cProfile of rebuild
-    python benchmarks/profile_paths.py visible  # py-spy on the materializer at 5,000 pushes/s, + CPU split
-    python benchmarks/profile_paths.py rebuild  # the same as drain
+    python -m benchmarks.profile_paths push     # CPU and GC per push, then cProfile of the push path
+    python -m benchmarks.profile_paths drain    # py-spy on the materializer process, then cProfile of rebuild
+    python -m benchmarks.profile_paths visible  # py-spy on the materializer at 5,000 pushes/s, + CPU split
+    python -m benchmarks.profile_paths rebuild  # the same as drain
 
 Needs a broker: ``XCOMBUS_BOOTSTRAP_SERVERS`` (else 127.0.0.1:29092). py-spy must be
 installed (``pip install py-spy``). Profiles go to ``--out`` (default a temporary directory):
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import cProfile
 import gc
 import io
@@ -26,14 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import bench_backlog
-import bench_pipeline
-import bench_visible
 import psutil
-from common import DAG, RUN, Bench, log
 
+from benchmarks import bench_backlog, bench_pipeline, bench_visible
+from benchmarks.common import DAG, RUN, Bench, log
 from xcombus import XComBus
 from xcombus.events import validate_key
 
@@ -72,32 +71,44 @@ def collapsed_summary(path: Path, top: int = 30) -> None:
         print(f"{100 * n / total:5.1f}%  {f}")
 
 
-class _SpyPopen(subprocess.Popen):  # type: ignore[type-arg]
-    """Popen that attaches py-spy to every ``consumers.materializer`` it starts (and, with
-    ``--subprocesses``, to its view-writer child: each stack starts with its process)."""
+class _Spies:
+    """A ``spawn`` for the benches that attaches py-spy to every ``consumers.materializer``
+    it starts (``--subprocesses``: its view-writer child too; each stack starts with its
+    process) and reads the materializer's CPU time just before it is stopped."""
 
-    out_dir: Path = Path(".")
-    spies: ClassVar[list[tuple[subprocess.Popen[bytes], Path]]] = []
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.spies: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.cpu: dict[str, float] = {}
 
-    def __init__(self, args: Any, *a: Any, **kw: Any) -> None:
-        super().__init__(args, *a, **kw)
+    def __call__(self, args: Any, *a: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        cpu = self.cpu
+
+        class Watched(subprocess.Popen):  # type: ignore[type-arg]
+            def send_signal(self, sig: int) -> None:
+                with contextlib.suppress(psutil.Error):
+                    t = psutil.Process(self.pid).cpu_times()
+                    cpu["materializer"] = t.user + t.system
+                super().send_signal(sig)
+
+        proc: subprocess.Popen[bytes] = Watched(args, *a, **kw)
         if "consumers.materializer" in args:
-            out = self.out_dir / f"materializer-{self.pid}.txt"
-            spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(self.pid),
+            out = self.out_dir / f"materializer-{proc.pid}.txt"
+            spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(proc.pid),
                                     "--rate", "250", "--native", "--subprocesses", "--format", "raw",
                                     "-o", str(out)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.spies.append((spy, out))
-            self.cpu_proc = psutil.Process(self.pid)
+        return proc
 
-
-def _finish_spies() -> list[Path]:
-    outs = []
-    for spy, out in _SpyPopen.spies:
-        spy.wait(60)
-        outs.append(out)
-    _SpyPopen.spies.clear()
-    return outs
+    def finish(self) -> list[Path]:
+        """Wait for every py-spy to write its profile; return the profiles."""
+        outs = []
+        for spy, out in self.spies:
+            spy.wait(60)
+            outs.append(out)
+        self.spies.clear()
+        return outs
 
 
 class _GcTimer:
@@ -183,15 +194,10 @@ async def profile_push(bench: Bench, out: Path, pushes: int = 100_000) -> None:
 
 async def profile_drain(bench: Bench, out: Path, events: int) -> None:
     backlog, _ = await bench_backlog.produce(bench, events)
-    _SpyPopen.out_dir = out
-    real = bench_backlog.subprocess.Popen
-    bench_backlog.subprocess.Popen = _SpyPopen  # type: ignore[misc]
-    try:
-        values, _, view = bench_backlog.drain(bench, backlog, events)
-    finally:
-        bench_backlog.subprocess.Popen = real  # type: ignore[misc]
+    spies = _Spies(out)
+    values, _, view = bench_backlog.drain(bench, backlog, events, spawn=spies)
     print(f"drain under py-spy: {values}")
-    for path in _finish_spies():
+    for path in spies.finish():
         collapsed_summary(path)
     prof = cProfile.Profile()
     prof.enable()
@@ -204,46 +210,26 @@ async def profile_drain(bench: Bench, out: Path, events: int) -> None:
 
 
 async def profile_visible(bench: Bench, out: Path, seconds: float) -> None:
-    _SpyPopen.out_dir = out
-    real = bench_visible.subprocess.Popen
-    cpu: dict[str, float] = {}
+    spies = _Spies(out)
     me = psutil.Process()
     home = os.environ.get("XCOMBUS_BROKER_HOME", "")
     broker = [p for p in psutil.process_iter(["cmdline"])
               if "kafka.Kafka" in " ".join(p.info["cmdline"] or [])
               and home in " ".join(p.info["cmdline"] or [])]
-
-    class Spy(_SpyPopen):
-        def wait(self, timeout: float | None = None) -> int:
-            if hasattr(self, "cpu_proc"):
-                with_times = self.cpu_proc.cpu_times()
-                cpu["materializer"] = with_times.user + with_times.system
-            return super().wait(timeout)
-
-        def send_signal(self, sig: int) -> None:
-            if hasattr(self, "cpu_proc"):
-                t = self.cpu_proc.cpu_times()
-                cpu["materializer"] = t.user + t.system
-            super().send_signal(sig)
-
-    bench_visible.subprocess.Popen = Spy  # type: ignore[misc]
     t0 = me.cpu_times()
     b0 = [p.cpu_times() for p in broker]
     started = time.perf_counter()
-    try:
-        values, _ = await bench_visible.bench_visible(bench, 5_000, seconds)
-    finally:
-        bench_visible.subprocess.Popen = real  # type: ignore[misc]
+    values, _ = await bench_visible.bench_visible(bench, 5_000, seconds, spawn=spies)
     wall = time.perf_counter() - started
     t1 = me.cpu_times()
     print(f"push -> visible under py-spy: {values}")
     pusher = (t1.user + t1.system - t0.user - t0.system) / wall
     print(f"CPU over {wall:.1f}s wall: pusher {pusher:.2f} cores, "
-          f"materializer {cpu.get('materializer', float('nan')) / wall:.2f} cores (incl. start-up)")
+          f"materializer {spies.cpu.get('materializer', float('nan')) / wall:.2f} cores (incl. start-up)")
     for p, b in zip(broker, b0, strict=True):
         a = p.cpu_times()
         print(f"broker pid {p.pid}: {(a.user + a.system - b.user - b.system) / wall:.2f} cores")
-    for path in _finish_spies():
+    for path in spies.finish():
         collapsed_summary(path)
 
 

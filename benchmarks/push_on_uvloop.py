@@ -1,10 +1,10 @@
 """The push-throughput figure with uvloop as the event loop, in its own process.
 
-    python benchmarks/push_on_uvloop.py --bootstrap HOST:PORT --workdir DIR [--pushes N] [--concurrency C]
+    python -m benchmarks.push_on_uvloop --bootstrap HOST:PORT --workdir DIR [--pushes N] [--concurrency C]
 
 Runs ``bench_pipeline.bench_push_throughput`` (the same function, fresh topic and bus) on
 uvloop instead of asyncio's default loop and prints its result as JSON. A separate process
-because an event loop is chosen once per process; ``benchmarks/run.py`` calls it in every
+because an event loop is chosen once per process; the suite calls it in every
 repeat, next to the same figure on the standard loop, when uvloop is installed.
 """
 
@@ -15,9 +15,10 @@ import asyncio
 import json
 from pathlib import Path
 
-import bench_pipeline
 import uvloop
-from common import Bench
+
+from benchmarks import bench_pipeline
+from benchmarks.common import Bench
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, float]:

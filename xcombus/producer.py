@@ -4,8 +4,10 @@ aiokafka's per-message ``send`` tops out near 28k messages/s on a 2-core machine
 batch API reaches ~350k/s, so pushes are not sent one by one. Each partition has a *lane*:
 ``publish`` appends ``(key, value, future)`` to the lane and wakes it; the lane takes
 everything pending, packs it into as few ``BatchBuilder``s as fit, and hands them to
-aiokafka's accumulator. aiokafka keeps one batch per partition in flight, so while one is
-on the wire the next fills up: batching adapts to load with no linger delay.
+aiokafka's accumulator. aiokafka keeps one batch per partition in flight and one queued
+behind it; the lane hands over the next only once the batch before the last is answered,
+so while one is on the wire the next fills up in the lane and leaves as late as it can:
+batching adapts to load with no linger delay.
 
 The producer is idempotent (``acks=all``): a push's future resolves only when the broker
 has replicated the record, which is what makes read-your-writes by high watermark sound.
@@ -14,6 +16,7 @@ has replicated the record, which is what makes read-your-writes by high watermar
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from functools import partial
@@ -61,7 +64,7 @@ class _Lane:
     # Pending records as three parallel lists, not one (key, value, future) tuple per push:
     # a tuple holding a future is one more object the garbage collector walks for every
     # push in flight (its young-generation passes are a visible share of a push's CPU).
-    __slots__ = ("futures", "keys", "newest", "task", "values", "wake")
+    __slots__ = ("futures", "handed", "keys", "newest", "task", "values", "wake")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
@@ -72,6 +75,9 @@ class _Lane:
         self.newest = 0.0
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: The last two batches handed to aiokafka, oldest first, as (delivery, deadline of
+        #: its pushes); an entry leaves once answered, or when the lane stops waiting for it.
+        self.handed: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
 
 
 class Publisher:
@@ -183,11 +189,14 @@ class Publisher:
                     lane.wake.clear()
                     await lane.wake.wait()
                     continue
+                await self._wait_for_room(lane)
                 keys, values, futures = lane.keys, lane.values, lane.futures
                 lane.keys, lane.values, lane.futures = [], [], []
                 deadline = lane.newest + self._settings.push_timeout
                 try:
-                    await self._send(partition, keys, values, futures, deadline)
+                    last = await self._send(partition, keys, values, futures, deadline)
+                    if last is not None:
+                        lane.handed.append((last, deadline))
                 except Exception as exc:  # _send answers its pushes itself; a lane must not die
                     log.exception("the lane of partition %d failed", partition)
                     _fail(futures, XComPublishError(
@@ -198,6 +207,25 @@ class Publisher:
             _fail(lane.futures, XComClosedError("the publisher was closed before this push was sent"))
             lane.keys, lane.values, lane.futures = [], [], []
 
+    async def _wait_for_room(self, lane: _Lane) -> None:
+        """Return once at most one batch of the lane is with aiokafka unanswered.
+
+        aiokafka sends one batch per partition at a time and queues the next one, closed,
+        behind it. A third batch built before the first is answered would be closed too, so
+        the pushes arriving meanwhile would miss it and wait one more round trip (under
+        load, the tail of push latency). So the pending pushes stay in the lane until the
+        batch before the last is answered, then go out together as the next batch. An
+        unanswered batch holds the lane for a tenth of push_timeout at most; after that the
+        pushes queue in aiokafka, as they would anyway.
+        """
+        handed = lane.handed
+        while handed and (len(handed) > 1 or handed[0][0].done()):
+            delivery, deadline = handed.popleft()
+            if not delivery.done():
+                loop = asyncio.get_running_loop()
+                await asyncio.wait({delivery}, timeout=min(deadline - loop.time(),
+                                                           self._settings.push_timeout / 10))
+
     def _timeout_error(self, partition: int) -> XComTimeoutError:
         return XComTimeoutError(
             f"the broker at {self._settings.bootstrap_servers} did not acknowledge a push to "
@@ -206,8 +234,9 @@ class Publisher:
         )
 
     async def _send(self, partition: int, keys: list[bytes], values: list[bytes],
-                    futures: _Futures, deadline: float) -> None:
-        """Hand the records to aiokafka in as few batches as fit; answer every future.
+                    futures: _Futures, deadline: float) -> asyncio.Future[Any] | None:
+        """Hand the records to aiokafka in as few batches as fit; answer every future;
+        return the delivery of the last batch handed over (None if none was).
 
         Raises only CancelledError: once a chunk is handed over, only its delivery (or its
         deadline) may answer it, since failing it here could report a push as lost that the
@@ -215,12 +244,15 @@ class Publisher:
         """
         loop = asyncio.get_running_loop()
         i, n = 0, len(futures)
+        last: asyncio.Future[Any] | None = None
         while i < n:
             start = i  # futures[:start] are handed over: their deliveries answer them
             try:
                 producer = self._producer
                 if producer is None:
                     raise XComClosedError("the publisher was closed before this push was sent")
+                if loop.time() >= deadline:
+                    raise TimeoutError  # expired while queued: answer it, do not hand it over
                 batch = producer.create_batch()
                 append = batch.append
                 # aiokafka accepts any first record; submit() already refused oversized ones.
@@ -234,25 +266,27 @@ class Publisher:
                 chunk = futures[start:i]
                 expiry = loop.call_at(deadline, _fail, chunk, self._timeout_error(partition))
                 delivery.add_done_callback(partial(self._settle, partition, chunk, expiry, producer))
+                last = delivery
             except asyncio.CancelledError:  # closing: handed chunks stay with their deliveries
                 _fail(futures[start:], XComClosedError(
                     "the publisher was closed before this push was sent"))
                 raise
             except TimeoutError:
                 _fail(futures[start:], self._timeout_error(partition))
-                return
+                return last
             except KafkaError as exc:
                 _fail(futures[start:], XComPublishError(
                     f"push to partition {partition} was not sent: {exc!r}"))
                 self._schedule_reset(producer, exc)
-                return
+                return last
             except XComClosedError as exc:
                 _fail(futures[start:], exc)
-                return
+                return last
             except Exception as exc:  # a bug of ours or aiokafka's: fail loudly, not silently
                 log.exception("sending to partition %d failed", partition)
                 _fail(futures[start:], XComPublishError(f"push to partition {partition} failed: {exc!r}"))
-                return
+                return last
+        return last
 
     def _settle(self, partition: int, chunk: _Futures, expiry: asyncio.TimerHandle,
                 producer: AIOKafkaProducer, delivery: asyncio.Future[Any]) -> None:

@@ -149,3 +149,45 @@ async def test_a_lane_cancelled_mid_send_leaves_handed_batches_to_their_deliveri
     assert results[:2] == [Receipt("xcombus.xcom", 0, 0), Receipt("xcombus.xcom", 0, 1)]
     assert all(isinstance(r, XComClosedError) for r in results[2:])
     assert lane_task.cancelled()
+
+
+async def test_a_lane_keeps_two_batches_with_the_producer_and_sends_the_rest_together() -> None:
+    class _Manual(_Producer):
+        """Deliveries answered by the test, in order."""
+
+        def __init__(self) -> None:
+            super().__init__(lambda: 100, lambda: "ok")
+            self.batches: list[tuple[_Batch, asyncio.Future[Any]]] = []
+
+        async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[Any]:
+            delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.batches.append((batch, delivery))
+            return delivery
+
+        def answer(self, index: int) -> None:
+            base = sum(len(b.records) for b, _ in self.batches[:index])
+            self.batches[index][1].set_result(SimpleNamespace(offset=base))
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    producer = _Manual()
+    pub = _publisher(producer)
+    futures = [pub.submit(0, b"k", b"v0")]
+    await settle()
+    futures.append(pub.submit(0, b"k", b"v1"))
+    await settle()
+    assert [len(b.records) for b, _ in producer.batches] == [1, 1]  # one on the wire, one queued
+    futures += [pub.submit(0, b"k", b"v%d" % i) for i in range(2, 5)]
+    await settle()
+    assert len(producer.batches) == 2  # the rest waits in the lane, not in a third closed batch
+    producer.answer(0)
+    await settle()
+    assert [len(b.records) for b, _ in producer.batches] == [1, 1, 3]  # together, once there is room
+    producer.answer(1)
+    producer.answer(2)
+    assert await asyncio.gather(*futures) == [Receipt("xcombus.xcom", 0, i) for i in range(5)]
+    pub._closed = True
+    pub._lanes[0].wake.set()
+    await pub._lanes[0].task  # type: ignore[misc]

@@ -1,6 +1,6 @@
 """MessagePack vs JSON for one xcombus push event: encoded size, encode and decode time.
 
-    python benchmarks/bench_encoding.py [--repeats 5] [--iterations 200000]
+    python -m benchmarks.experiments.encoding [--repeats 5] [--iterations 200000]
 
 Backs the choice of MessagePack in ``xcombus/events.py``. The event is a
 :class:`xcombus.events.Push` carrying a 31-byte value (what ``MsgspecXCom`` writes for a

@@ -1,7 +1,7 @@
 """An experiment behind ``XCOMBUS_COMPRESSION``'s default: what each Kafka codec does to
 push throughput, the pusher's CPU and the topic's size. Not part of the timed suite.
 
-    python benchmarks/experiment_compression.py --log-dir DIR [--rounds 3] [CODEC ...]
+    python -m benchmarks.experiments.topic_compression --log-dir DIR [--rounds 3] [CODEC ...]
 
 Needs a broker on ``XCOMBUS_BOOTSTRAP_SERVERS`` (default 127.0.0.1:29092) and its data
 directory (``--log-dir``: for ``xcombus broker start`` it is ``~/.cache/xcombus/broker-PORT/data``),
@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_pipeline
-from common import DAG, RUN, Bench
-
+from benchmarks import bench_pipeline
+from benchmarks.common import DAG, RUN, Bench
 from xcombus import XComBus
 
 PUSHES = 100_000
