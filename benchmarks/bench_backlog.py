@@ -116,7 +116,7 @@ def _tree_rss_mib(ps: psutil.Process) -> float:
 
 def drain(bench: Bench, backlog: Settings, events: int, *,
           spawn: Spawn = subprocess.Popen) -> tuple[Values, Samples, Path]:
-    """Run ``python -m consumers.materializer`` on a fresh view until it applied the backlog.
+    """Run ``xcombus materialize`` on a fresh view until it applied the backlog.
 
     ``spawn`` starts the materializer process (``subprocess.Popen``'s signature): a profiler
     passes one that attaches to it.
@@ -134,7 +134,7 @@ def drain(bench: Bench, backlog: Settings, events: int, *,
     conn: list[sqlite3.Connection | None] = [None]
     timeline: list[tuple[float, float, int]] = []  # (s since spawn, RSS MiB, events applied)
     start = time.perf_counter()
-    proc = spawn([sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
+    proc = spawn([sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"],
                  env=materializer_env(settings, f"bench-drain-{uuid.uuid4().hex[:8]}"),
                  cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     ps = psutil.Process(proc.pid)

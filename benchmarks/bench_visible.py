@@ -5,7 +5,7 @@ Three processes besides the broker:
 - this one pushes at a fixed rate (``rate`` pushes/s for ``duration`` s) through one
   ``XComBus`` without a materializer, recording for every push the moment it was called
   and its receipt ``(partition, offset)``;
-- the materializer runs as its own process, ``python -m consumers.materializer``, with
+- the materializer runs as its own process, ``xcombus materialize``, with
   the default settings (a fresh view file and consumer group);
 - a reader process (``python -m benchmarks.bench_visible --poll VIEW``) polls the view
   read-only every ``POLL_S`` and records each change of the ``offsets`` table with its
@@ -128,7 +128,7 @@ async def bench_visible(bench: Bench, rate: int, duration: float, *,
     try:
         async with XComBus(settings) as bus:  # creates the topic
             mat = spawn(
-                [sys.executable, "-m", "consumers.materializer", "--log-level", "WARNING"],
+                [sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"],
                 env=materializer_env(settings, f"bench-visible-{uuid.uuid4().hex[:8]}"),
                 cwd=REPO, stdout=mat_log, stderr=subprocess.STDOUT)
             tis = [bus.task_instance(DAG, RUN, f"task_{t}", m) for t in range(TASKS) for m in range(MAP)]

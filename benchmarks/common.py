@@ -163,7 +163,7 @@ def view_offsets(path: Path, conn: list[sqlite3.Connection | None]) -> dict[int,
 
 
 def materializer_env(settings: Settings, group_id: str) -> dict[str, str]:
-    """The environment of a ``python -m consumers.materializer`` for these settings."""
+    """The environment of a ``xcombus materialize`` for these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCOMBUS_")}
     env.update(XCOMBUS_BOOTSTRAP_SERVERS=settings.bootstrap_servers, XCOMBUS_TOPIC=settings.topic,
                XCOMBUS_VIEW_PATH=settings.view_path, XCOMBUS_GROUP_ID=group_id,

@@ -165,7 +165,7 @@ def plots(res: dict[str, Any], img: Path) -> list[tuple[str, str]]:
         ax2.grid(False)
         lines = ax.get_lines()[:1] + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
-        ax.set_title(f"python -m consumers.materializer draining a {meta['backlog']:,}-event "
+        ax.set_title(f"xcombus materialize draining a {meta['backlog']:,}-event "
                      "backlog (last repeat)")
         fig.tight_layout()
         fig.savefig(img / "materializer_rss.png", dpi=110)

@@ -72,7 +72,7 @@ def collapsed_summary(path: Path, top: int = 30) -> None:
 
 
 class _Spies:
-    """A ``spawn`` for the benches that attaches py-spy to every ``consumers.materializer``
+    """A ``spawn`` for the benches that attaches py-spy to every ``xcombus materialize``
     it starts (``--subprocesses``: its view-writer child too; each stack starts with its
     process) and reads the materializer's CPU time just before it is stopped."""
 
@@ -92,7 +92,7 @@ class _Spies:
                 super().send_signal(sig)
 
         proc: subprocess.Popen[bytes] = Watched(args, *a, **kw)
-        if "consumers.materializer" in args:
+        if "materialize" in args:
             out = self.out_dir / f"materializer-{proc.pid}.txt"
             spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(proc.pid),
                                     "--rate", "250", "--native", "--subprocesses", "--format", "raw",

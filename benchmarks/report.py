@@ -233,7 +233,7 @@ HOW: tuple[tuple[str, str], ...] = (
     ("Materializer drain and peak RSS",
      "The backlog is {backlog} pushes written once by 1,000 coroutines: every event a "
      "different XCom (DAG runs x 10 tasks x 250 map indexes x 4 keys, 22-byte strings), so "
-     "the view ends with {backlog} rows. Each repeat spawns `python -m consumers.materializer` "
+     "the view ends with {backlog} rows. Each repeat spawns `xcombus materialize` "
      "with the default settings, a fresh view file and a fresh consumer group; the clock runs "
      "from the spawn (interpreter start-up, imports, opening the view, joining the group) until "
      "the view's `offsets` table, polled read-only every 20 ms, reaches the topic's end "
@@ -259,7 +259,7 @@ HOW: tuple[tuple[str, str], ...] = (
      "times after 20 untimed pulls, read-your-writes (the default: end offsets of every "
      "partition, since any map index may sit on any) and eventual."),
     ("Push → visible",
-     "The materializer runs as its own process (`python -m consumers.materializer`). This "
+     "The materializer runs as its own process (`xcombus materialize`). This "
      "process pushes at {rate} pushes/s for the configured seconds (a pacer starts each push "
      "at its scheduled time; 1,000 task instances round robin) and records when each push "
      "was called and its receipt. A third process polls the view read-only every 0.5 ms and "

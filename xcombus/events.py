@@ -10,7 +10,7 @@ A message's **value** is one event, a tagged msgspec Struct in MessagePack:
 - :class:`Push` sets one XCom key of the task instance to a serialized value;
 - :class:`Clear` deletes every XCom of the task instance (sent before a new try).
 
-Why MessagePack and not JSON (measured with ``benchmarks/bench_encoding.py`` on the
+Why MessagePack and not JSON (measured with ``python -m benchmarks.experiments.encoding`` on the
 reference 2-core machine, a push carrying a 31-byte value and a logical date): 162 bytes
 vs 217 bytes per event, encode 0.19 µs vs 0.24 µs, decode 0.25 µs vs 0.34 µs. The value is opaque bytes
 written by the XCom backend; JSON would have to base64 it (+33 %), MessagePack carries it

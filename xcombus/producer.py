@@ -159,13 +159,13 @@ class Publisher:
         of one more coroutine (each layer of coroutines is paid again on every push).
         Must be called on the event loop the publisher was started on.
         """
-        if self._closed or self._producer is None:
+        loop = self._loop
+        if self._closed or self._producer is None or loop is None:
             raise XComClosedError("the publisher is closed (or not started)")
         if len(key) + len(value) > MAX_RECORD_BYTES:
             raise XComValueTooLargeError(
                 f"an event of {len(key) + len(value)} bytes does not fit in a Kafka record batch "
                 f"({MAX_RECORD_BYTES} bytes at most); nothing was sent")
-        loop = self._loop
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = _Lane()
@@ -316,6 +316,7 @@ class Publisher:
 
     async def _reset(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         """Replace a producer that hit an error aiokafka's idempotent producer cannot survive."""
+        stale: AIOKafkaProducer = failed
         async with self._reset_lock:
             if self._producer is not failed or self._closed:
                 return  # already replaced (a late error of an old producer), or closing
@@ -325,12 +326,17 @@ class Publisher:
             except XComBrokerError:
                 log.exception("could not replace the producer; pushes fail until it can")
                 return
-            if self._closed:
+            if self.closed:  # closed while the fresh producer connected
                 await fresh.stop()
                 return
             self._producer = fresh
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(failed.stop(), self._settings.connect_timeout)
+            await asyncio.wait_for(stale.stop(), self._settings.connect_timeout)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._closed
 
     async def aclose(self) -> None:
         """Deliver what is pending (bounded by ``push_timeout``), then disconnect. Idempotent."""

@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-# TODO(issue 13): import the schema and the upsert from xcombus.store under their public
-# names once store.py exists (these are view.py's private names).
-from xcombus.view import _SCHEMA, _UPSERT
+from xcombus.store import SCHEMA, UPSERT
 
 BATCH = 20_000
 PARTITIONS = 6
 _TIMESTAMP_INDEX = "CREATE INDEX IF NOT EXISTS xcom_by_timestamp ON xcom (timestamp);"
-assert _TIMESTAMP_INDEX in _SCHEMA
+assert _TIMESTAMP_INDEX in SCHEMA
 
 
 def backlog_rows(n: int) -> list[tuple[Any, ...]]:
@@ -52,7 +50,7 @@ def backlog_rows(n: int) -> list[tuple[Any, ...]]:
     return out
 
 
-def run(name: str, rows: list[tuple[Any, ...]], workdir: Path, *, schema: str = _SCHEMA,
+def run(name: str, rows: list[tuple[Any, ...]], workdir: Path, *, schema: str = SCHEMA,
         pragmas: tuple[str, ...] = ()) -> None:
     path = workdir / f"{name}.db"
     db = sqlite3.connect(path, isolation_level=None)
@@ -65,7 +63,7 @@ def run(name: str, rows: list[tuple[Any, ...]], workdir: Path, *, schema: str = 
     for start in range(0, len(rows), BATCH):
         chunk = rows[start:start + BATCH]
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(_UPSERT, sorted(chunk))
+        db.executemany(UPSERT, sorted(chunk))
         db.execute("COMMIT")
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     db.close()
@@ -86,7 +84,7 @@ def main() -> None:
             if variant == "current":
                 run(variant, rows, work)
             elif variant == "no-indexes":
-                run(variant, rows, work, schema=_SCHEMA.replace(_TIMESTAMP_INDEX, ""))
+                run(variant, rows, work, schema=SCHEMA.replace(_TIMESTAMP_INDEX, ""))
             elif variant == "cache16":
                 run(variant, rows, work, pragmas=("PRAGMA cache_size=-16384",))
             elif variant == "page8k":
