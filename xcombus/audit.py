@@ -22,8 +22,8 @@ from aiokafka.errors import KafkaError
 
 from ._time import from_us, to_us
 from .backends import BaseXCom, load_backend
-from .connection import kafka_options
-from .errors import XComBrokerError, XComQueryError, XComTimeoutError
+from .connection import kafka_options, started
+from .errors import XComBrokerError, XComTimeoutError
 from .events import EventDecodeError, Push, TaskInstanceKey, decode_event, decode_ti_key, partition_for
 from .records import XComRecord
 from .settings import Settings
@@ -84,21 +84,15 @@ async def _consumer(settings: Settings) -> AIOKafkaConsumer:
                                 client_id=f"{settings.client_id}-audit", group_id=None,
                                 enable_auto_commit=False, isolation_level="read_committed",
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
-    try:
-        async with asyncio.timeout(settings.connect_timeout):
-            await consumer.start()
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise XComBrokerError(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc!r}): "
-                              "is the broker running?") from exc
-    return consumer
+    async with started(consumer, settings, "to read the topic"):
+        return consumer
 
 
 async def _partition_count(settings: Settings) -> int:
     info = await describe_topic(settings)
     if info is None:
-        raise XComQueryError(f"topic {settings.topic!r} does not exist on {settings.bootstrap_servers}")
+        raise XComBrokerError(f"topic {settings.topic!r} does not exist on {settings.bootstrap_servers}: "
+                              "create it (xcombus topic create), or set XCOMBUS_TOPIC")
     return info.partitions
 
 
@@ -107,39 +101,49 @@ async def read_log(settings: Settings, partitions: Iterable[int] | None = None, 
     """Batches of messages from offset 0 up to ``until`` (default: the end offsets now)."""
     consumer = await _consumer(settings)
     try:
-        if partitions is None:
-            partitions = range(await _partition_count(settings))
-        tps = [TopicPartition(settings.topic, p) for p in partitions]
-        consumer.assign(tps)
-        async with asyncio.timeout(settings.connect_timeout):
-            await consumer.seek_to_beginning(*tps)
-            ends = until if until is not None else {
-                tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
-        pending = {tp for tp in tps if ends.get(tp.partition, 0) > await consumer.position(tp)}
-        for tp in set(tps) - pending:
-            consumer.pause(tp)
-        idle_deadline = time.monotonic() + settings.pull_timeout
-        while pending:
-            data = await consumer.getmany(*pending, timeout_ms=500, max_records=_BATCH)
-            if not data:
-                if time.monotonic() > idle_deadline:
-                    raise XComTimeoutError(
-                        f"reading {settings.topic!r} stalled before offsets {ends} "
-                        f"(still pending: {sorted(tp.partition for tp in pending)})")
-                continue
-            idle_deadline = time.monotonic() + settings.pull_timeout
-            batch: list[ConsumerRecord[bytes, bytes]] = []
-            for tp, messages in data.items():
-                end = ends.get(tp.partition, 0)
-                batch.extend(m for m in messages if m.offset < end)
-                if messages[-1].offset + 1 >= end or await consumer.position(tp) >= end:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-            if batch:
-                yield batch
+        async for batch in _read(consumer, settings, partitions, until):
+            yield batch
+    except KafkaError as exc:  # callers see xcombus's errors only
+        raise XComBrokerError(f"reading topic {settings.topic!r} on {settings.bootstrap_servers} "
+                              f"failed: {exc!r}") from exc
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), settings.connect_timeout)
+
+
+async def _read(consumer: AIOKafkaConsumer, settings: Settings, partitions: Iterable[int] | None,
+                until: dict[int, int] | None) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """The batches of read_log, from an assigned consumer."""
+    if partitions is None:
+        partitions = range(await _partition_count(settings))
+    tps = [TopicPartition(settings.topic, p) for p in partitions]
+    consumer.assign(tps)
+    async with asyncio.timeout(settings.connect_timeout):
+        await consumer.seek_to_beginning(*tps)
+        ends = until if until is not None else {
+            tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+    pending = {tp for tp in tps if ends.get(tp.partition, 0) > await consumer.position(tp)}
+    for tp in set(tps) - pending:
+        consumer.pause(tp)
+    idle_deadline = time.monotonic() + settings.pull_timeout
+    while pending:
+        data = await consumer.getmany(*pending, timeout_ms=500, max_records=_BATCH)
+        if not data:
+            if time.monotonic() > idle_deadline:
+                raise XComTimeoutError(
+                    f"reading {settings.topic!r} stalled before offsets {ends} "
+                    f"(still pending: {sorted(tp.partition for tp in pending)})")
+            continue
+        idle_deadline = time.monotonic() + settings.pull_timeout
+        batch: list[ConsumerRecord[bytes, bytes]] = []
+        for tp, messages in data.items():
+            end = ends.get(tp.partition, 0)
+            batch.extend(m for m in messages if m.offset < end)
+            if messages[-1].offset + 1 >= end or await consumer.position(tp) >= end:
+                pending.discard(tp)
+                consumer.pause(tp)
+        if batch:
+            yield batch
 
 
 async def history(settings: Settings, dag_id: str, run_id: str, task_id: str, key: str,

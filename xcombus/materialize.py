@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .backends import BaseXCom, backend_purges, load_backend, purge_payloads
-from .connection import kafka_options
+from .connection import kafka_options, started
 from .errors import XComBrokerError, XComViewError
 from .fold import LogMessage, fold
 from .records import XComRecord
@@ -169,13 +169,8 @@ class Materializer:
             max_partition_fetch_bytes=1024 * 1024,
             fetch_max_bytes=8 * 1024 * 1024,
         )
-        try:
-            async with asyncio.timeout(s.connect_timeout):
-                await consumer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise
+        async with started(consumer, s, "for the materializer"):
+            pass
         consumer.subscribe([s.topic], listener=_SeekToView(self))
         return consumer
 
@@ -188,11 +183,6 @@ class Materializer:
             self._visible = dict(self._submitted)
             await ensure_topic(s)
             self._consumer = await self._connect()
-        except (TimeoutError, KafkaError, OSError) as exc:
-            await self.aclose()
-            raise XComBrokerError(
-                f"the materializer cannot reach Kafka at {s.bootstrap_servers} within "
-                f"{s.connect_timeout:g}s ({exc!r}): is the broker running?") from exc
         except BaseException:
             await self.aclose()
             raise
@@ -286,8 +276,8 @@ class Materializer:
         while self._consumer is None and not self._stopping.is_set():
             try:
                 self._consumer = await self._connect()
-            except (TimeoutError, KafkaError, OSError) as exc:
-                log.warning("reconnecting the consumer failed (%r); retrying", exc)
+            except XComBrokerError as exc:
+                log.warning("reconnecting the consumer failed (%s); retrying", exc)
                 await asyncio.sleep(1)
         self._last_progress = time.monotonic()
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import cli, settings_env
-from xcombus import Settings, XComBus, XComViewLockedError
+from xcombus import Settings, XComBrokerError, XComBus, XComViewLockedError
 from xcombus.audit import history
 from xcombus.rebuild import rebuild, swap, verify
 from xcombus.view import ViewReader
@@ -45,6 +45,16 @@ async def test_history_lists_every_version_with_the_clears(settings: Settings) -
                 settings=settings)
     assert shown.returncode == 0, shown.stderr
     assert [json.loads(line)["kind"] for line in shown.stdout.splitlines()] == ["push", "push", "clear", "push"]
+
+
+async def test_history_fails_with_xcombus_errors_that_say_what_to_do(settings: Settings) -> None:
+    """A missing topic and an unreachable broker are XComBrokerErrors naming the fix, never
+    a raw Kafka error (the HTTP API and the CLI map xcombus's errors only)."""
+    with pytest.raises(XComBrokerError, match="xcombus topic create"):
+        await history(settings, "etl", "r1", "t", "k")
+    gone = settings.replace(bootstrap_servers="127.0.0.1:1", connect_timeout=2.0)
+    with pytest.raises(XComBrokerError, match="XCOMBUS_BOOTSTRAP_SERVERS"):
+        await history(gone, "etl", "r1", "t", "k")
 
 
 async def test_tail_follows_new_events(settings: Settings) -> None:

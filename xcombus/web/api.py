@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from aiokafka.errors import KafkaError
 from litestar import Router, get
 from litestar.params import Parameter
 from litestar.types import Guard
 
 from .._time import from_us
 from ..audit import history
-from ..errors import XComBrokerError, XComNotFoundError, XComQueryError
+from ..errors import XComNotFoundError
 from ..lookup import XComLookup
 from ..records import XComRecord
 from ..settings import Settings
@@ -126,12 +125,7 @@ def api_router(settings: Settings, lookup: XComLookup, guards: list[Guard],
         """Every push of this XCom and every clear of its task instance, in log order, read
         from the Kafka topic itself (the audit log), with light values."""
         ti = check_one(dag_id, dag_run_id, task_id, xcom_key, map_index)
-        try:
-            events = await history(settings, *ti[:3], xcom_key, ti.map_index, backend=backend)
-        except XComQueryError as exc:  # the topic does not exist: a deployment problem
-            raise XComBrokerError(str(exc)) from exc
-        except KafkaError as exc:
-            raise XComBrokerError(f"reading topic {settings.topic!r} failed: {exc!r}") from exc
+        events = await history(settings, *ti[:3], xcom_key, ti.map_index, backend=backend)
         if not any(e.kind == "push" for e in events):
             raise XComNotFoundError(
                 f"no push of XCom {xcom_key!r} of {ti.dag_id}/{ti.run_id}/{ti.task_id} at map_index "
