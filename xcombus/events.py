@@ -10,10 +10,9 @@ A message's **value** is one event, a tagged msgspec Struct in MessagePack:
 - :class:`Push` sets one XCom key of the task instance to a serialized value;
 - :class:`Clear` deletes every XCom of the task instance (sent before a new try).
 
-Why MessagePack and not JSON (measured with ``python -m benchmarks.experiments.encoding`` on the
-reference 2-core machine, a push carrying a 31-byte value and a logical date): 162 bytes
-vs 217 bytes per event, encode 0.19 µs vs 0.24 µs, decode 0.25 µs vs 0.34 µs. The value is opaque bytes
-written by the XCom backend; JSON would have to base64 it (+33 %), MessagePack carries it
+Why MessagePack and not JSON: events are smaller and encode and decode faster
+(``python -m benchmarks.experiments.encoding``; figures in benchmarks/analysis.md). The value
+is opaque bytes written by the XCom backend; JSON would have to base64 it (+33 %), MessagePack carries it
 as is. Both are far below the cost of a SQLite upsert, so the size decides. Maps (not
 arrays) keep events readable by any MessagePack tool and robust to field reordering.
 
@@ -124,8 +123,8 @@ def decode_ti_key(raw: bytes | None) -> TaskInstanceKey:
 def _decode_ti_key(raw: bytes) -> TaskInstanceKey:
     # Cached: a task instance sends many events; parsing and validating its key once
     # takes a visible share of the materializer's fold. Small: one task instance's events
-    # arrive together, and each entry costs ≈ 350 bytes of the materializer's memory
-    # (65,536 entries held 22 MiB of a 1,000,000-event drain, tracemalloc).
+    # arrive together, and every entry is held in the materializer's memory
+    # (benchmarks/analysis.md has the measured cost).
     try:
         return TaskInstanceKey(*_key_decoder.decode(raw)).validated()
     except (msgspec.DecodeError, UnicodeDecodeError, XComIdentifierError) as exc:
@@ -136,11 +135,11 @@ def _decode_ti_key(raw: bytes) -> TaskInstanceKey:
 def partition_for(ti_key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a key (murmur2, as in Java).
 
-    Cached: aiokafka's murmur2 is pure Python (~10 µs for a typical key, the largest single
-    cost of a push in a profile) and a task instance pushes many times.
+    Cached: aiokafka's murmur2 is pure Python (the largest single cost of a push in a
+    profile) and a task instance pushes many times.
     """
     # aiokafka is imported here, not at the top: importing the event schema (every Airflow
-    # process imports xcombus.airflow) must not load the Kafka client (≈ 50 ms).
+    # process imports xcombus.airflow) must not load the Kafka client.
     from aiokafka.partitioner import murmur2
 
     partition: int = (murmur2(ti_key) & 0x7FFFFFFF) % partitions

@@ -48,7 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     client_id: str = "xcombus"
     #: Compression of the record batches pushes are sent in (one of Kafka's codecs;
     #: consumers decompress transparently). zstd by default: a batch of XCom events is
-    #: repetitive (ids, producer, codec), so the audit log takes ≈ 18x less disk and
+    #: repetitive (ids, producer, codec), so the audit log takes far less disk and
     #: the broker less CPU, and pushes were no slower (benchmarks/analysis.md).
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     #: Topic layout used when xcombus creates the topic.
