@@ -43,11 +43,13 @@ class MaterializerMetrics:
         start_http_server(port, addr=addr, registry=self.registry)
 
     def batch(self, seconds: float, events: int, dead_letters: int) -> None:
+        """Record one committed batch: how long it took, its events and dead letters."""
         self.batch_seconds.observe(seconds)
         self.events.inc(events)
         self.dead_letters.inc(dead_letters)
 
     def positions(self, applied: Mapping[int, int], highwater: Mapping[int, int | None]) -> None:
+        """Record each partition's applied offset and its lag behind the high watermark."""
         for partition, offset in applied.items():
             self.offset.labels(str(partition)).set(offset)
         for partition, hw in highwater.items():

@@ -128,6 +128,8 @@ class Serde:
         return self._encoder.encode(self.to_builtins(value, "value"))
 
     def to_builtins(self, value: Any, path: Location) -> Any:
+        """``value`` as JSON-ready builtins, tagged where JSON would lose its type;
+        ``path`` locates it in the pushed value for error messages."""
         kind = type(value)
         if value is None or kind is str or kind is bool or kind is int:
             return value
@@ -194,6 +196,7 @@ class Serde:
         return self.from_builtins(tree)
 
     def from_builtins(self, tree: Any) -> Any:
+        """The Python value a tree from :meth:`to_builtins` stands for (allow-listed classes only)."""
         kind = type(tree)
         if kind is list:
             if _leaves(tree):  # nothing tagged can hide inside: keep the decoded list

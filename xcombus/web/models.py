@@ -94,6 +94,8 @@ class DagItem(msgspec.Struct, kw_only=True):
 
 
 class DagCollection(msgspec.Struct, kw_only=True):
+    """A page of DAGs, with the total count (Airflow's collection shape)."""
+
     dags: list[DagItem]
     total_entries: int
 
@@ -108,6 +110,8 @@ class DagRunItem(msgspec.Struct, kw_only=True):
 
 
 class DagRunCollection(msgspec.Struct, kw_only=True):
+    """A page of DAG runs, with the total count (Airflow's collection shape)."""
+
     dag_runs: list[DagRunItem]
     total_entries: int
 
@@ -122,6 +126,8 @@ class TaskInstanceItem(msgspec.Struct, kw_only=True):
 
 
 class TaskInstanceCollection(msgspec.Struct, kw_only=True):
+    """A page of task instances, with the total count (Airflow's collection shape)."""
+
     task_instances: list[TaskInstanceItem]
     total_entries: int
 
