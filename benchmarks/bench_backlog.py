@@ -38,7 +38,7 @@ from benchmarks.common import (
     view_offsets,
 )
 from xcombus import Settings, XComBus
-from xcombus.audit import rebuild
+from xcombus.rebuild import rebuild
 
 KEYS = ("return_value", "rows", "path", "checksum")
 TASKS, MAP = 10, 250
