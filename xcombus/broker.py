@@ -255,6 +255,14 @@ class LocalBroker:
         if running is not None:
             self.wait_ready(time.monotonic() + timeout)
             return running
+        for port in (self.port, self.controller_port):
+            # Something else answering there would pass the readiness probe for our broker.
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                raise XComBrokerError(
+                    f"port {port} on 127.0.0.1 is already in use (another Kafka broker, or a "
+                    f"process still holding it), so a broker in {self.home} cannot start there: "
+                    f"stop that process, or choose another port (--port / XCOMBUS_BROKER_PORT; "
+                    f"this broker also needs port + 1 for its controller)")
         self.ensure_jars()
         proc = self.spawn()
         self.wait_ready(time.monotonic() + timeout, proc)
