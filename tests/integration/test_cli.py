@@ -29,7 +29,7 @@ def test_demo_runs_its_tasks_in_separate_processes_and_prints_the_view(settings:
         ("extract", -1), ("load", -1), *(("transform", i) for i in range(4))]
 
 
-def test_topic_create_and_doctor(settings: Settings) -> None:
+def test_topic_create_then_doctor_before_any_view(settings: Settings) -> None:
     created = cli("topic", "create", "--partitions", "2", "--retention-ms", "86400000", settings=settings)
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout) == {"topic": settings.topic, "partitions": 2,
@@ -37,12 +37,20 @@ def test_topic_create_and_doctor(settings: Settings) -> None:
     doctor = cli("doctor", settings=settings)
     assert doctor.returncode == 1 and "FAIL" in doctor.stdout and "no view at" in doctor.stdout
     assert "[ ok ] topic" in doctor.stdout and "2 partitions" in doctor.stdout
-    # An Airflow worker without a view is a valid setup: its pulls fetch from the topic.
+
+
+def test_doctor_accepts_an_airflow_worker_without_a_view(settings: Settings) -> None:
+    """An Airflow worker without a view is a valid setup: its pulls fetch from the topic."""
+    assert cli("topic", "create", settings=settings).returncode == 0
     env = {**settings_env(settings), "AIRFLOW__CORE__XCOM_BACKEND": "xcombus.airflow.XComBusBackend"}
     worker = subprocess.run([sys.executable, "-m", "xcombus", "doctor"], capture_output=True, text=True,
                             env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert worker.returncode == 0, worker.stdout
     assert "[ ok ] airflow" in worker.stdout and "fetch each record from the topic" in worker.stdout
+
+
+def test_push_materialize_pull_then_doctor_and_ls(settings: Settings) -> None:
+    assert cli("topic", "create", "--partitions", "2", settings=settings).returncode == 0
     pushed = cli("push", "--dag-id", "d", "--run-id", "r", "--task-id", "t", "k", '"v"', settings=settings)
     assert pushed.returncode == 0, pushed.stderr
     # The view exists once a materializer made it; the lag check then sees one pending event.
