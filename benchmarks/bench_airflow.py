@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, fmt, log, machine_gauge, percentile
+from benchmarks.common import MATERIALIZER_CMD, REPO, fmt, log, machine_gauge, percentile
 from tests.airflow_env import AirflowEnv, airflow_env, ensure_venv  # the cached Airflow environments
 from xcombus import Settings
 
@@ -243,7 +243,7 @@ def create_topic(cfg: Config) -> None:
 def start_materializer(cfg: Config, log_path: Path) -> subprocess.Popen[bytes]:
     assert cfg.settings is not None
     with log_path.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"],
+        proc = subprocess.Popen(MATERIALIZER_CMD,
                                 env=cfg.xcombus_env(), cwd=cfg.work, stdout=sink,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     view = Path(cfg.settings.view_path)

@@ -16,7 +16,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import psutil
 
 from benchmarks.common import (
+    MATERIALIZER_CMD,
     REPO,
     WARMUP,
     Bench,
@@ -134,7 +134,7 @@ def drain(bench: Bench, backlog: Settings, events: int, *,
     conn: list[sqlite3.Connection | None] = [None]
     timeline: list[tuple[float, float, int]] = []  # (s since spawn, RSS MiB, events applied)
     start = time.perf_counter()
-    proc = spawn([sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"],
+    proc = spawn(MATERIALIZER_CMD,
                  env=materializer_env(settings, f"bench-drain-{uuid.uuid4().hex[:8]}"),
                  cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     ps = psutil.Process(proc.pid)

@@ -35,6 +35,7 @@ import numpy as np
 
 from benchmarks.common import (
     DAG,
+    MATERIALIZER_CMD,
     REPO,
     RUN,
     Bench,
@@ -128,7 +129,7 @@ async def bench_visible(bench: Bench, rate: int, duration: float, *,
     try:
         async with XComBus(settings) as bus:  # creates the topic
             mat = spawn(
-                [sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"],
+                MATERIALIZER_CMD,
                 env=materializer_env(settings, f"bench-visible-{uuid.uuid4().hex[:8]}"),
                 cwd=REPO, stdout=mat_log, stderr=subprocess.STDOUT)
             tis = [bus.task_instance(DAG, RUN, f"task_{t}", m) for t in range(TASKS) for m in range(MAP)]

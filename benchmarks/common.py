@@ -162,6 +162,10 @@ def view_offsets(path: Path, conn: list[sqlite3.Connection | None]) -> dict[int,
         return {}
 
 
+#: The materializer every benchmark runs as its own process: the installed command.
+MATERIALIZER_CMD = [sys.executable, "-m", "xcombus", "materialize", "--log-level", "WARNING"]
+
+
 def materializer_env(settings: Settings, group_id: str) -> dict[str, str]:
     """The environment of a ``xcombus materialize`` for these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCOMBUS_")}
