@@ -33,8 +33,9 @@ from .errors import (
     XComValueTooLargeError,
 )
 from .events import (
+    CLEAR_SCHEMA,
+    PUSH_SCHEMA,
     RETURN_VALUE_KEY,
-    SCHEMA_VERSION,
     Clear,
     Push,
     TaskInstanceKey,
@@ -220,7 +221,7 @@ class XComBus:
                 f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
                 f"{self._max_value_bytes} bytes (max_value_bytes); nothing was sent. Large values "
                 "belong in object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
-        return encode_event(Push(schema=SCHEMA_VERSION, key=key, value=data, codec=codec or self._codec,
+        return encode_event(Push(schema=PUSH_SCHEMA, key=key, value=data, codec=codec or self._codec,
                                  ts=time_ns() // 1000,  # now_us() inlined: the hot path
                                  producer=self.producer_id,
                                  logical_date=logical_date, try_number=try_number))
@@ -229,7 +230,7 @@ class XComBus:
         """Publish a clear: every XCom of the task instance is deleted from the view."""
         self._check_open()
         raw_key = ti.encode()
-        event = Clear(schema=SCHEMA_VERSION, ts=now_us(), producer=self.producer_id,
+        event = Clear(schema=CLEAR_SCHEMA, ts=now_us(), producer=self.producer_id,
                       try_number=try_number)
         return await self._publisher.publish(partition_for(raw_key, self._partitions), raw_key,
                                              encode_event(event))

@@ -8,7 +8,9 @@ partition from the partition count alone (:func:`partition_for`).
 A message's **value** is one event, a tagged msgspec Struct in MessagePack:
 
 - :class:`Push` sets one XCom key of the task instance to a serialized value;
-- :class:`Clear` deletes every XCom of the task instance (sent before a new try).
+- :class:`Clear` deletes every XCom of the task instance (sent before a new try);
+- :class:`Override` records a manual change of one XCom (set or delete) with who made it
+  and why; it applies in log order like a push and is never fenced (docs/semantics.md).
 
 Why MessagePack and not JSON: events are smaller and encode and decode faster
 (``python -m benchmarks.experiments.encoding``; figures in benchmarks/analysis.md). The value
@@ -18,7 +20,12 @@ arrays) keep events readable by any MessagePack tool and robust to field reorder
 
 Schema evolution: every event carries ``schema``. New fields are added with defaults and
 old readers skip them; a reader refuses (dead-letters) an event whose ``schema`` is newer
-than :data:`SCHEMA_VERSION` instead of guessing what it means.
+than :data:`SCHEMA_VERSION` instead of guessing what it means. A writer puts the schema of
+the kind it writes (:data:`PUSH_SCHEMA`, :data:`CLEAR_SCHEMA`, :data:`OVERRIDE_SCHEMA`), not
+the newest one: pushes and clears stay at schema 1 so materializers that were not upgraded
+keep reading them, while an override (schema 2, a kind they do not know) is dead-lettered by
+them, never misread. Upgrade the materializers (and every reader of the topic) before
+anything writes overrides.
 """
 
 from __future__ import annotations
@@ -36,8 +43,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "Clear",
     "Event",
+    "CLEAR_SCHEMA",
     "EventDecodeError",
     "ID_PATTERN",
+    "OVERRIDE_SCHEMA",
+    "Override",
+    "PUSH_SCHEMA",
     "RETURN_VALUE_KEY",
     "RUN_ID_PATTERN",
     "Push",
@@ -50,7 +61,12 @@ __all__ = [
     "validate_key",
 ]
 
-SCHEMA_VERSION: Final = 1
+#: The newest event schema this reader accepts (it accepts 1..SCHEMA_VERSION).
+SCHEMA_VERSION: Final = 2
+#: The schema each kind is written with: the oldest that can carry it.
+PUSH_SCHEMA: Final = 1
+CLEAR_SCHEMA: Final = 1
+OVERRIDE_SCHEMA: Final = 2
 RETURN_VALUE_KEY: Final = "return_value"
 
 # Airflow's own rules: dag and task ids match KEY_REGEX (``^[\w.-]+$``, at most 250
@@ -176,7 +192,32 @@ class Clear(msgspec.Struct, tag_field="kind", tag="clear", kw_only=True, omit_de
     try_number: Int64 = 1
 
 
-Event: TypeAlias = Push | Clear
+class Override(msgspec.Struct, tag_field="kind", tag="override", kw_only=True, omit_defaults=True,
+               frozen=True, gc=False):
+    """A manual change of one XCom of the task instance: set it to ``value``, or delete it
+    (``value`` None), recorded with who did it and why.
+
+    Applied in log order like a push (the row takes the task instance's current try) and
+    never fenced; it does not raise the task instance's current try.
+    """
+
+    schema: int
+    key: str
+    #: The new value as serialized by the backend named in ``codec``; None deletes the XCom.
+    value: bytes | None = None
+    codec: str | None = None
+    ts: Int64
+    producer: str
+    #: Who made the change (a person or a tool), and why: shown in history.
+    actor: str
+    reason: str
+    #: ``(partition, offset)`` of the version this one replaced, when the writer knew it.
+    replaces: tuple[Int64, Int64] | None = None
+    #: The task instance's current try as the writer saw it (informational).
+    try_number: Int64 = 1
+
+
+Event: TypeAlias = Push | Clear | Override
 
 
 class EventDecodeError(Exception):
@@ -208,4 +249,6 @@ def decode_event(raw: bytes | None) -> Event:
             f"event schema version {event.schema} is not supported by this reader "
             f"(supports 1..{SCHEMA_VERSION}): upgrade xcombus, then retry the dead letters"
         )
+    if type(event) is Override and (event.value is None) != (event.codec is None):
+        raise EventDecodeError("an override carries a value and its codec, or neither (a delete)")
     return event
