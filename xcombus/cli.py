@@ -331,7 +331,7 @@ def verify(a: str, b: str) -> None:
         click.echo(f"identical: {result.rows_a} rows at offsets {result.offsets_a}")
         return
     click.echo(f"different: {result.rows_a} rows in A, {result.rows_b} in B")
-    for line in result.differences:
+    for line in [*result.differences, *result.version_differences]:
         click.echo(f"  {line}")
     sys.exit(1)
 

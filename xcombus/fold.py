@@ -1,10 +1,19 @@
-"""Fold log messages into one view batch (pure), and purge what a batch superseded.
+"""Fold log messages into one view batch (pure), deciding what the batch alone decides.
 
 Within a batch the last push per XCom wins; a clear drops the task instance's earlier
 pushes of the batch and deletes its stored rows. One task instance lives in one partition
 and messages are folded in log order, so writing the folded batch equals applying every
 event one by one. Anything that is not a valid event of ours becomes a dead letter with
 the reason (invariant 7): a message is never misread, and the ones around it still apply.
+
+Tries and versions (the rule is in :mod:`xcombus.store`): fold indexes every event (one
+version row each), fences a push or clear of an older try than one the batch already saw
+for its task instance, and recognises a push that repeats its XCom's current row of the
+batch (a re-send). What needs the view's stored state, the stored try of each task
+instance and the stored rows, is left to :meth:`xcombus.store.ViewStore.write`: fold cuts
+the batch into *steps* so that, per task instance, the pushes and clears of a step have
+one try (the writer compares it with the stored one) and an override is a step by itself.
+A log without retries or overrides folds into one step, as before.
 
 The materializer, ``rebuild`` and the dead-letter retry all fold with :func:`fold`.
 """
@@ -17,8 +26,28 @@ from typing import Protocol
 
 from .backends import BaseXCom, backend_purges
 from .errors import XComIdentifierError
-from .events import EventDecodeError, Push, TaskInstanceKey, decode_event, decode_ti_key, validate_key
-from .store import DeadLetter, Row, ViewBatch
+from .events import (
+    Clear,
+    EventDecodeError,
+    Override,
+    Push,
+    TaskInstanceKey,
+    decode_event,
+    decode_ti_key,
+    validate_key,
+)
+from .store import (
+    KIND_CLEAR,
+    KIND_PUSH,
+    DeadLetter,
+    ProbeRow,
+    Row,
+    VersionRow,
+    ViewBatch,
+    content_hash,
+    ident_prefix,
+    version_ident,
+)
 
 __all__ = ["LogMessage", "fold"]
 
@@ -39,6 +68,38 @@ class LogMessage(Protocol):
     def timestamp(self) -> int | None: ...
 
 
+class _Step:
+    """The step being folded: its rows per task instance and what the writer must judge."""
+
+    __slots__ = ("batch", "by_ti", "cleared", "first", "names", "tis")
+
+    def __init__(self, batch: ViewBatch) -> None:
+        self.batch = batch
+        #: task instance -> XCom key -> row: a clear drops its task instance's rows in one pop.
+        self.by_ti: dict[TaskInstanceKey, dict[str, Row]] = {}
+        #: task instance -> its position in ``batch.tis`` (whose try its events here have).
+        self.tis: dict[TaskInstanceKey, int] = {}
+        #: Task instances cleared in this step: a later push is not their XCom's first one.
+        self.cleared: set[TaskInstanceKey] = set()
+        #: ``(partition, offset)`` -> probe of each first push of an XCom in the step.
+        self.first: dict[tuple[int, int], ProbeRow] = {}
+        self.names: dict[str, None] = {}
+
+    def empty(self) -> bool:
+        batch = self.batch
+        return not (self.tis or batch.clears or batch.versions or batch.held or batch.override)
+
+    def close(self) -> None:
+        """Write the folded rows into the step's batch."""
+        batch, first = self.batch, self.first
+        batch.upserts = [row for rows in self.by_ti.values() for row in rows.values()]
+        for row in batch.upserts:
+            if first.pop((row[11], row[12]), None) is None:
+                batch.repeated.append((row[11], row[12]))
+        batch.probes = list(first.values())  # first pushes superseded within the step
+        batch.names = list(self.names)
+
+
 def fold(
     messages: Mapping[int, Sequence[LogMessage]],
     applied: Mapping[int, int],
@@ -52,14 +113,29 @@ def fold(
     """
     batch = ViewBatch()
     collect_superseded = backend_purges(backend)
-    # task instance -> XCom key -> row: a clear drops its task instance's rows in one pop.
-    by_ti: dict[TaskInstanceKey, dict[str, Row]] = {}
+    step = _Step(batch)
+    steps = [step]
     runs: dict[tuple[str, str], int] = {}
+    #: task instance -> the highest try of its pushes and clears so far in the batch.
+    top: dict[TaskInstanceKey, int] = {}
+    prefixes: dict[TaskInstanceKey, bytes] = {}
+
+    def new_step() -> _Step:
+        nonlocal step
+        step = _Step(ViewBatch())
+        steps[-1].batch.then = step.batch
+        steps.append(step)
+        return step
+
     # The hot loop runs once per event: a task instance's events arrive together, so its
-    # decoded key and row dict are reused while the raw key repeats, and XCom keys and
-    # codecs already checked in this batch are not checked again.
+    # decoded key, ident prefix and row dict are reused while the raw key repeats, and XCom
+    # keys and codecs already checked in this batch are not checked again.
     last_raw: bytes | None = None
     ti: TaskInstanceKey  # set by the first message: last_raw starts as None
+    prefix = b""
+    key: str
+    codec: str | None
+    value: bytes | None
     rows: dict[str, Row] | None = None
     valid_keys: set[str] = set()
     readable: set[str] = set()
@@ -76,33 +152,31 @@ def fold(
                 if raw != last_raw or raw is None:
                     last_raw = None  # a key that fails to decode must not be reused
                     ti = decode_ti_key(raw)
-                    rows = by_ti.get(ti)
+                    rows = step.by_ti.get(ti)
+                    prefix = prefixes.get(ti) or prefixes.setdefault(ti, ident_prefix(*ti))
                     last_raw = raw
                 event = decode_event(message.value)
-                # ``type(...) is`` rather than isinstance: this runs once per event.
-                if type(event) is not Push:  # a clear
-                    gone = by_ti.pop(ti, None)
-                    rows = None
-                    if collect_superseded and gone:
-                        batch.superseded.extend(gone.values())
-                    batch.clears.append((*ti, partition, offset))
-                    continue
-                key, codec = event.key, event.codec
-                if key not in valid_keys:
-                    try:
-                        valid_keys.add(validate_key(key))
-                    except XComIdentifierError as exc:
-                        raise EventDecodeError(str(exc)) from None
-                if codec not in readable:
-                    if not backend.can_read(codec):
-                        raise EventDecodeError(
-                            f"codec {codec!r} cannot be read by the configured backend "
-                            f"{backend.__module__}.{backend.__qualname__}")
-                    readable.add(codec)
-                try:
-                    backend.check_stored(event.value, codec)
-                except ValueError as exc:
-                    raise EventDecodeError(f"{backend.__qualname__} refuses the value: {exc}") from None
+                if isinstance(event, Clear):
+                    key, codec, value = "", None, None
+                else:
+                    key, codec, value = event.key, event.codec, event.value
+                    if key not in valid_keys:
+                        try:
+                            valid_keys.add(validate_key(key))
+                        except XComIdentifierError as exc:
+                            raise EventDecodeError(str(exc)) from None
+                    if codec is not None and value is not None:  # None: an override that deletes
+                        if codec not in readable:
+                            if not backend.can_read(codec):
+                                raise EventDecodeError(
+                                    f"codec {codec!r} cannot be read by the configured backend "
+                                    f"{backend.__module__}.{backend.__qualname__}")
+                            readable.add(codec)
+                        try:
+                            backend.check_stored(value, codec)
+                        except ValueError as exc:
+                            raise EventDecodeError(
+                                f"{backend.__qualname__} refuses the value: {exc}") from None
             except EventDecodeError as exc:
                 batch.dead.append(DeadLetter(partition, offset, message.key, message.value, str(exc),
                                              message.timestamp))
@@ -112,21 +186,94 @@ def fold(
                 batch.dead.append(DeadLetter(partition, offset, message.key, message.value,
                                              f"unexpected {type(exc).__name__}: {exc}", message.timestamp))
                 continue
+
+            if isinstance(event, Override):  # a step by itself, applied in log order like a push
+                if not step.empty():
+                    new_step()
+                step.batch.override = (*ti, key, value, codec, event.ts, event.producer, event.actor,
+                                       partition, offset)
+                new_step()
+                rows = None
+                continue
+
+            # A push or a clear. A try below 1 counts as 1 (the stored default).
+            try_number = event.try_number
+            effective = try_number if try_number > 1 else 1
+            producer = event.producer
+            if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
+                step.batch.versions.append(
+                    _push_version(prefix, partition, offset, event, -1,
+                                  content_hash(event.codec, event.value), fenced=1)
+                    if isinstance(event, Push) else _clear_version(prefix, partition, offset, event, -1,
+                                                                   fenced=1))
+                step.names[producer] = None
+                continue
+            pos = step.tis.get(ti)
+            if pos is not None and step.batch.tis[pos][4] != effective:
+                new_step()  # a newer try of this task instance: judged against the stored try anew
+                rows = None
+                pos = None
+            if pos is None:
+                pos = step.tis[ti] = len(step.batch.tis)
+                step.batch.tis.append((*ti, effective))
+            top[ti] = effective
+            step.names[producer] = None
+            if isinstance(event, Clear):
+                gone = step.by_ti.pop(ti, None)
+                rows = None
+                if collect_superseded and gone:
+                    batch.superseded.extend(gone.values())
+                step.batch.clears.append((*ti, partition, offset))
+                step.cleared.add(ti)
+                step.batch.versions.append(_clear_version(prefix, partition, offset, event, pos))
+                continue
+            value, codec = event.value, event.codec  # a push has both
             if rows is None:
-                rows = by_ti[ti] = {}
-            elif collect_superseded and key in rows:
-                batch.superseded.append(rows[key])
+                rows = step.by_ti.get(ti)
+                if rows is None:
+                    rows = step.by_ti[ti] = {}
+            previous = rows.get(key)
+            if previous is not None and previous[9] == producer and previous[10] == try_number and \
+                    previous[6] == codec and previous[5] == value:
+                # A re-send of the current row: no version, unless the task instance is fenced.
+                step.batch.held.append(_push_version(prefix, partition, offset, event, pos,
+                                                     content_hash(codec, value)))
+                continue
+            digest = content_hash(codec, value)
+            step.batch.versions.append(_push_version(prefix, partition, offset, event, pos, digest))
+            if previous is None and ti not in step.cleared:
+                step.first[(partition, offset)] = (pos, key, partition, offset, producer, try_number, digest)
+            elif collect_superseded and previous is not None:
+                batch.superseded.append(previous)
             logical_date: int | str
             if event.logical_date is None:
                 logical_date = ""  # NULL in the view, and bound faster than None (store.UPSERT)
             else:
                 logical_date = event.logical_date
                 runs[ti[:2]] = logical_date
-            rows[key] = (*ti, key, event.value, codec, event.ts, logical_date, event.producer,
-                         event.try_number, partition, offset)
+            rows[key] = (*ti, key, value, codec, event.ts, logical_date, producer, try_number, partition,
+                         offset)
         if batch_messages:
             batch.offsets[partition] = max(floor, batch_messages[-1].offset + 1)
             batch.events[partition] = count
-    batch.upserts = [row for rows_of_ti in by_ti.values() for row in rows_of_ti.values()]
+    for folded in steps:
+        folded.close()
+    if len(steps) > 1 and steps[-1].empty():  # the step opened after a trailing override
+        steps[-2].batch.then = None
     batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
     return batch
+
+
+def _push_version(prefix: bytes, partition: int, offset: int, event: Push, pos: int, digest: bytes, *,
+                  fenced: int = 0) -> VersionRow:
+    """The version row of a push (``pos``: its task instance's position in the step, -1
+    when fold decided and ``fenced`` says; ``digest``: its content_hash)."""
+    return (version_ident(prefix, event.key), partition, offset, KIND_PUSH, event.try_number, event.ts,
+            event.producer, None, len(event.value), digest, fenced, pos)
+
+
+def _clear_version(prefix: bytes, partition: int, offset: int, event: Clear, pos: int, *,
+                   fenced: int = 0) -> VersionRow:
+    """The version row of a clear, filed under its task instance (key '')."""
+    return (version_ident(prefix), partition, offset, KIND_CLEAR, event.try_number, event.ts,
+            event.producer, None, None, None, fenced, pos)

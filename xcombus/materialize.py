@@ -296,8 +296,11 @@ class Materializer:
         encoded = self._writer.encode(batch, collect_replaced=collect_superseded)
         # With a purging backend, the values this batch stores: never purged with a replaced
         # row (a duplicate event carries the same reference).
-        keep = frozenset(row[5] for row in batch.upserts) if collect_superseded else None
-        batch.upserts = []  # encoded: free the rows while the previous batch commits
+        steps = batch.steps()
+        keep = frozenset(row[5] for step in steps for row in step.upserts) if collect_superseded else None
+        for step in steps:
+            step.upserts = []  # encoded: free the rows while the previous batch commits
+            step.versions = []
         # The previous batch first: it is published before this one is sent, so visible
         # offsets and purges follow log order, and a failed write stops us here.
         try:

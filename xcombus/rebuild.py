@@ -75,7 +75,9 @@ async def rebuild(settings: Settings, into: str | os.PathLike[str], *,
                 by_partition.setdefault(message.partition, []).append(message)
             folded = fold(by_partition, submitted, backend)
             encoded = writer.encode(folded)  # while the previous batch commits
-            folded.upserts = []  # free the rows before waiting
+            for step in folded.steps():  # free the rows before waiting
+                step.upserts = []
+                step.versions = []
             await writer.submit(encoded)  # waits for the previous batch's commit first
             submitted.update(folded.offsets)
             events += sum(folded.events.values())
@@ -100,12 +102,16 @@ class VerifyResult(msgspec.Struct, frozen=True):
     offsets_b: dict[int, int]
     rows_a: int
     rows_b: int
-    #: Human-readable differences (at most ``limit``).
+    #: Human-readable differences of the rows and offsets (at most ``limit``).
     differences: list[str]
+    #: Human-readable differences of the version indexes and current tries (at most
+    #: ``limit``; compared only when both indexes are complete).
+    version_differences: list[str] = []
 
 
 def verify(a: str | os.PathLike[str], b: str | os.PathLike[str], *, limit: int = 50) -> VerifyResult:
-    """Compare two view files row for row (every column) and offset for offset."""
+    """Compare two view files row for row (every column) and offset for offset, and their
+    version indexes and current tries when both indexes are complete."""
     for p in (a, b):
         if not Path(p).exists():
             raise XComViewError(f"no view at {p}")
@@ -125,11 +131,41 @@ def verify(a: str | os.PathLike[str], b: str | os.PathLike[str], *, limit: int =
                                   f"ORDER BY 1, 2, 3, 4, 5 LIMIT ?", (limit,)):
                 differences.append(f"{side}: {row[0]}/{row[1]}/{row[2]}[{row[3]}] {row[4]!r} "
                                    f"at {row[11]}:{row[12]}")
+        version_differences = _compare_versions(db, limit)
     except sqlite3.Error as exc:
         raise XComViewError(f"cannot compare {a} and {b}: {exc}") from exc
     finally:
         db.close()
-    return VerifyResult(not differences, offsets_a, offsets_b, rows_a, rows_b, differences[:limit])
+    return VerifyResult(not differences and not version_differences, offsets_a, offsets_b, rows_a, rows_b,
+                        differences[:limit], version_differences[:limit])
+
+
+#: The version index with names instead of ids (ids number names in the order a view met
+#: them, the same in any view of the same log, but compared by name all the same).
+_VERSIONS = ("SELECT v.ident, v.kafka_partition, v.kafka_offset, v.kind, v.try_number, v.ts, p.name, a.name, "
+             "v.size, v.hash8, v.fenced FROM {db}.xcom_version v JOIN {db}.name p ON p.id = v.producer_id "
+             "LEFT JOIN {db}.name a ON a.id = v.actor_id")
+_TRIES = "SELECT dag_id, run_id, task_id, map_index, try_number FROM {db}.ti_try"
+
+
+def _compare_versions(db: sqlite3.Connection, limit: int) -> list[str]:
+    """Differences between the two views' version indexes and current tries, when both
+    views have a complete index (a view upgraded from schema 2 indexes only what came after)."""
+    for name in ("main", "b"):
+        has = db.execute(f"SELECT count(*) FROM {name}.sqlite_master WHERE name='xcom_version'").fetchone()[0]
+        complete = has and db.execute(f"SELECT value FROM {name}.meta WHERE name='version_index'").fetchone()
+        if not complete or complete[0] != "complete":
+            return []
+    differences: list[str] = []
+    for side, (x, y) in (("only in A", ("main", "b")), ("only in B", ("b", "main"))):
+        versions = f"{_VERSIONS.format(db=x)} EXCEPT {_VERSIONS.format(db=y)} ORDER BY 2, 3 LIMIT ?"
+        for row in db.execute(versions, (limit,)):
+            differences.append(f"{side}: version index row at {row[1]}:{row[2]} (kind {row[3]}, "
+                               f"try {row[4]}, fenced {row[10]})")
+        tries = f"{_TRIES.format(db=x)} EXCEPT {_TRIES.format(db=y)} ORDER BY 1, 2, 3, 4 LIMIT ?"
+        for row in db.execute(tries, (limit,)):
+            differences.append(f"{side}: {row[0]}/{row[1]}/{row[2]}[{row[3]}] at try {row[4]}")
+    return differences
 
 
 def swap(new: str | os.PathLike[str], live: str | os.PathLike[str]) -> None:

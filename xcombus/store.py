@@ -9,6 +9,11 @@ reflects:
 - ``dag_run``: the logical date of each run, for ``include_prior_dates``;
 - ``ti_clear``: the last clear of each task instance (a retried dead letter must not
   resurrect what a later clear removed);
+- ``ti_try``: the current try of each task instance whose current try is above 1 (the
+  fencing rule below; a task instance without a row is at try 1);
+- ``xcom_version``: the version index, one row per event of an XCom (push, override, fenced
+  push) and per clear (under its task instance), with ``name`` numbering the producer and
+  actor names it refers to;
 - ``offsets``: per partition, the next offset to apply and how many events were applied;
 - ``dead_letter``: events that could not be applied, with partition, offset and reason;
 - ``meta``: the schema version and the topic this view folds.
@@ -28,6 +33,18 @@ enough. This module is the only code that writes a view file:
   transaction) in a worker thread: one transaction, once, with nothing to overlap;
 - ``swap`` copies a rebuilt file over the live one with :func:`replace_view`.
 
+**Versions and tries (a function of the log alone).** Per task instance, the current try
+is the highest try number of its pushes and clears so far, in log order (overrides do not
+raise it; a try below 1 counts as 1). A push or clear of an older try than the current one
+is *fenced*: indexed with ``fenced=1``, never applied. A push or clear of a newer try first
+deletes every row of the task instance (they all belong to older tries). An override sets
+(the row takes the current try) or deletes one XCom and is never fenced. A push that repeats
+the XCom's current row (same producer, try, codec and value) is a re-send: no version, the
+row unchanged. :func:`xcombus.fold.fold` decides what the batch alone decides and cuts the
+batch into *steps* (a task instance's tries change, an override); :meth:`ViewStore.write`
+reads the stored try of each task instance of a step once and finishes the decision in the
+same transaction (:class:`ViewBatch` says what each field carries).
+
 **Invariant 5, one writer per file.** :func:`acquire_write_lock` takes an exclusive
 ``flock`` on ``<view>.lock``; a second writer fails at once with XComViewLockedError
 naming the holder's pid. Readers (:class:`xcombus.view.ViewReader`) open the file
@@ -42,22 +59,25 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeAlias, TypeVar
+from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
 from .errors import XComViewError, XComViewLockedError
 from .records import XComRecord
 
-__all__ = ["ADVANCE_OFFSET", "COLUMNS", "SCHEMA", "SCHEMA_VERSION", "UPSERT", "ClearRow", "DeadLetter",
-           "EncodedBatch", "RetryOutcome", "Row", "RunRow", "ViewBatch", "ViewStore", "acquire_write_lock",
-           "encode_batch", "ensure_schema", "replace_view", "row_record", "write_error"]
+__all__ = ["ADVANCE_OFFSET", "COLUMNS", "KIND_CLEAR", "KIND_OVERRIDE", "KIND_PUSH", "SCHEMA",
+           "SCHEMA_VERSION", "UPSERT", "VERSION_COLUMNS", "ClearRow", "DeadLetter", "EncodedBatch",
+           "EncodedStep", "OverrideRow", "ProbeRow", "RetryOutcome", "Row", "RunRow", "TryRow", "VersionRow",
+           "ViewBatch", "ViewStore", "acquire_write_lock", "content_hash", "encode_batch", "ensure_schema",
+           "ident_prefix", "replace_view", "row_record", "version_ident", "write_error"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The whole schema, idempotent (``IF NOT EXISTS`` everywhere): run on every open, after
 #: any migration.
@@ -110,6 +130,37 @@ CREATE TABLE IF NOT EXISTS offsets (
     next_offset     INTEGER NOT NULL,
     applied_events  INTEGER NOT NULL DEFAULT 0
 );
+-- The current try of each task instance whose current try is above 1 (absent: 1). Only
+-- retried task instances have a row, so a log without retries writes none.
+CREATE TABLE IF NOT EXISTS ti_try (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+    try_number INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+) WITHOUT ROWID;
+-- Producer and actor names, numbered in the order the log first mentions them, so index rows
+-- carry a small integer instead of the string.
+CREATE TABLE IF NOT EXISTS name (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+-- The version index: per XCom (ident: a 64-bit hash of its identity, see version_ident; a
+-- clear is filed under its task instance with the key ''), every event in log order. Hashes,
+-- not identities, keep a row near 40 bytes; a reader that fetches the record checks the
+-- identity (two identities sharing a hash are told apart there).
+CREATE TABLE IF NOT EXISTS xcom_version (
+    ident           INTEGER NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    kind            INTEGER NOT NULL,   -- 0 push, 1 clear, 2 override
+    try_number      INTEGER NOT NULL,
+    ts              INTEGER NOT NULL,   -- the event's time, µs since the epoch
+    producer_id     INTEGER NOT NULL,   -- name.id
+    actor_id        INTEGER,            -- name.id, overrides only
+    size            INTEGER,            -- bytes of the value (pushes and overrides that set)
+    hash8           BLOB,               -- content_hash of codec and value
+    fenced          INTEGER NOT NULL,
+    PRIMARY KEY (ident, kafka_partition, kafka_offset)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letter (
     kafka_partition INTEGER NOT NULL,
     kafka_offset    INTEGER NOT NULL,
@@ -139,6 +190,22 @@ INSERT OR IGNORE INTO dag_run (dag_id, run_id, logical_date)
 DROP INDEX IF EXISTS xcom_by_logical_date;
 UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """,
+    # The version index cannot be filled from the rows (the log holds the versions): it starts
+    # here, marked 'partial' (readers then scan the log; a rebuild makes it complete). The
+    # current tries come from the rows: a task instance whose newer try cleared every row and
+    # pushed nothing keeps try 1 until its next event (a rebuild has the exact tries).
+    "2": """
+CREATE TABLE IF NOT EXISTS ti_try (
+    dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+    try_number INTEGER NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO ti_try (dag_id, run_id, task_id, map_index, try_number)
+    SELECT dag_id, run_id, task_id, map_index, max(try_number) FROM xcom
+    GROUP BY dag_id, run_id, task_id, map_index HAVING max(try_number) > 1;
+INSERT OR REPLACE INTO meta (name, value) VALUES ('version_index', 'partial');
+UPDATE meta SET value = '3' WHERE name = 'schema_version';
+""",
 }
 
 #: The ``xcom`` table's columns, in the order of a :data:`Row` and of an XComRecord.
@@ -152,6 +219,47 @@ Row: TypeAlias = tuple[str, str, str, int, str, bytes, str, int, int | str, str,
 ClearRow: TypeAlias = tuple[str, str, str, int, int, int]
 #: ``(dag_id, run_id, logical_date)`` of a run whose pushes carry a logical date.
 RunRow: TypeAlias = tuple[str, str, int]
+#: A task instance with pushes or clears in a step, and the try they all have there (at least 1).
+TryRow: TypeAlias = tuple[str, str, str, int, int]
+#: One row of the version index as a batch carries it: the columns of ``xcom_version`` in
+#: :data:`VERSION_COLUMNS` order with the producer and actor as names, then the position in
+#: the step's ``tis`` of the task instance whose stored try decides whether it is fenced (-1:
+#: fold decided, the row says).
+VersionRow: TypeAlias = tuple[int, int, int, int, int, int, str, str | None, int | None, bytes | None, int,
+                              int]
+#: The first push of an XCom in a step that the step itself superseded: is it a re-send of
+#: the stored row? ``(tis position, key, partition, offset, producer, try, content hash)``.
+ProbeRow: TypeAlias = tuple[int, str, int, int, str, int, bytes]
+#: An override, a step by itself: the task instance, key, value (None: delete), codec,
+#: timestamp, producer, actor, partition, offset.
+OverrideRow: TypeAlias = tuple[str, str, str, int, str, bytes | None, str | None, int, str, str, int, int]
+
+#: ``xcom_version.kind``.
+KIND_PUSH, KIND_CLEAR, KIND_OVERRIDE = 0, 1, 2
+#: The version index's columns, in the order of a :data:`VersionRow`.
+VERSION_COLUMNS = ("ident, kafka_partition, kafka_offset, kind, try_number, ts, producer_id, actor_id, "
+                   "size, hash8, fenced")
+
+_ti_json = msgspec.json.Encoder().encode
+
+
+def ident_prefix(dag_id: str, run_id: str, task_id: str, map_index: int) -> bytes:
+    """What :func:`version_ident` hashes before the key: the task instance as its message
+    key (compact JSON, as ``events.TaskInstanceKey.encode``), then a NUL."""
+    return _ti_json((dag_id, run_id, task_id, map_index)) + b"\0"
+
+
+def version_ident(prefix: bytes, key: str = "") -> int:
+    """The version index's 64-bit id of an XCom (``key`` '': the clears of its task
+    instance), from :func:`ident_prefix`. Stable across processes and versions: the index
+    of a rebuilt view must equal the live one."""
+    digest = hashlib.blake2b(prefix + key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def content_hash(codec: str, value: bytes | bytearray) -> bytes:
+    """The first 8 bytes of the SHA-256 of a value and its codec (the index's ``hash8``)."""
+    return hashlib.sha256(codec.encode() + b"\0" + value).digest()[:8]
 
 _SET_ROW = """
     value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
@@ -172,6 +280,35 @@ ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET{_SET_ROW}
 _GUARDED_UPSERT = f"""{UPSERT.rstrip()}
 WHERE xcom.kafka_partition = excluded.kafka_partition AND xcom.kafka_offset < excluded.kafka_offset
 """
+#: The upsert of a step's first write of an XCom: a row equal to the stored one (same
+#: producer, try, codec and value) is a re-send and leaves the row as it is (no change is
+#: counted, which is how :meth:`ViewStore.write` finds the re-sends among them).
+_UPSERT_UNLESS_SAME = f"""{UPSERT.rstrip()}
+WHERE NOT (xcom.producer = excluded.producer AND xcom.try_number = excluded.try_number
+           AND xcom.codec = excluded.codec AND xcom.value = excluded.value)
+"""
+#: An override that sets an XCom: a row it replaces keeps its logical date.
+_OVERRIDE_UPSERT = f"""
+INSERT INTO xcom ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?,?)
+ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
+    value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
+    producer=excluded.producer, try_number=excluded.try_number,
+    kafka_partition=excluded.kafka_partition, kafka_offset=excluded.kafka_offset
+"""
+_DELETE_ROW = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=? AND key=?"
+_NAME = "INSERT OR IGNORE INTO name (name) VALUES (?)"
+#: One :data:`VersionRow`. Names become ids by a lookup in SQL, and the row's last element
+#: (the task instance's position, read only by the writer's decision) is bound as parameter
+#: 12 and merely tested, so the rows of a step are bound as they arrive, with no per-row
+#: work in Python.
+_VERSION = f"""
+INSERT INTO xcom_version ({VERSION_COLUMNS})
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, (SELECT id FROM name WHERE name = ?7), (SELECT id FROM name WHERE name = ?8),
+       ?9, ?10, ?11
+WHERE ?12 IS NOT NULL
+"""
+_TRY = ("INSERT INTO ti_try (dag_id, run_id, task_id, map_index, try_number) VALUES (?,?,?,?,?) "
+        "ON CONFLICT DO UPDATE SET try_number=excluded.try_number")
 _RUN = """
 INSERT INTO dag_run (dag_id, run_id, logical_date) VALUES (?,?,?)
 ON CONFLICT (dag_id, run_id) DO UPDATE SET logical_date=excluded.logical_date
@@ -213,6 +350,10 @@ _encode = msgspec.msgpack.Encoder().encode
 _WireRow: TypeAlias = tuple[str, str, str, int, str, bytearray, str, int, int | str | None, str, int, int,
                             int]
 _decode_rows = msgspec.msgpack.Decoder(list[_WireRow]).decode
+#: A chunk of :data:`VersionRow` s, the hash as a bytearray for the same reason.
+_WireVersion: TypeAlias = tuple[int, int, int, int, int, int, str, str | None, int | None, bytearray | None,
+                                int, int]
+_decode_versions = msgspec.msgpack.Decoder(list[_WireVersion]).decode
 
 
 class DeadLetter(NamedTuple):
@@ -233,9 +374,18 @@ def row_record(row: Row) -> XComRecord:
 
 
 class ViewBatch:
-    """What one transaction writes: clears, then upserts, runs, dead letters and offsets."""
+    """What one transaction writes: one or more *steps* (this batch, then ``then``, ...),
+    then the runs, dead letters and offsets (kept on the first).
 
-    __slots__ = ("clears", "dead", "events", "offsets", "runs", "superseded", "upserts")
+    A step is applied whole before the next: per task instance, the pushes and clears it
+    applies all have the one try its ``tis`` row names, which the writer compares with the
+    stored try (older: the task instance's events of the step are fenced; newer: its rows go
+    first). An override is a step by itself. A log without retries or overrides folds into
+    one step.
+    """
+
+    __slots__ = ("clears", "dead", "events", "held", "names", "offsets", "override", "probes", "repeated",
+                 "runs", "superseded", "then", "tis", "upserts", "versions")
 
     def __init__(self) -> None:
         #: Clears to apply, in log order.
@@ -251,10 +401,54 @@ class ViewBatch:
         #: Rows replaced or cleared within the batch itself (only collected for backends
         #: that purge external payloads).
         self.superseded: list[Row] = []
+        #: The task instances with pushes or clears in this step, with their try.
+        self.tis: list[TryRow] = []
+        #: The version index rows of the step's pushes and clears, in log order.
+        self.versions: list[VersionRow] = []
+        #: Pushes that repeat the step's current row of their XCom (re-sends): indexed only
+        #: if their task instance turns out fenced (then nothing was a current row).
+        self.held: list[VersionRow] = []
+        #: First pushes of an XCom in the step that the step superseded (see ProbeRow).
+        self.probes: list[ProbeRow] = []
+        #: ``(partition, offset)`` of the upserts that are not their XCom's first push in the
+        #: step (a re-send is judged against the stored row only for first pushes).
+        self.repeated: list[tuple[int, int]] = []
+        #: Producer and actor names of the step, in the order the log first mentions them.
+        self.names: list[str] = []
+        #: The step is this one override (and nothing else).
+        self.override: OverrideRow | None = None
+        #: The next step, applied after this one in the same transaction.
+        self.then: ViewBatch | None = None
+
+    def steps(self) -> list[ViewBatch]:
+        """This step and every later one, in order."""
+        out: list[ViewBatch] = []
+        step: ViewBatch | None = self
+        while step is not None:
+            out.append(step)
+            step = step.then
+        return out
+
+
+class EncodedStep(NamedTuple):
+    """A step after the first, as the writer child receives it (see :class:`ViewBatch`)."""
+
+    clears: list[ClearRow]
+    #: The rows, sorted by primary key, as MessagePack-encoded chunks.
+    chunks: list[bytes]
+    tis: list[TryRow]
+    #: The version rows, sorted by the index's key, as encoded chunks.
+    versions: list[bytes]
+    held: list[VersionRow]
+    probes: list[ProbeRow]
+    repeated: list[tuple[int, int]]
+    names: list[str]
+    override: OverrideRow | None
 
 
 class EncodedBatch(NamedTuple):
-    """A batch as the writer child receives it (MessagePack-able, see :func:`encode_batch`)."""
+    """A batch as the writer child receives it (MessagePack-able, see :func:`encode_batch`):
+    the first step's fields as in :class:`EncodedStep`, then the later steps."""
 
     clears: list[ClearRow]
     #: The rows, sorted by primary key, as MessagePack-encoded chunks.
@@ -265,6 +459,36 @@ class EncodedBatch(NamedTuple):
     offsets: list[tuple[int, int, int]]
     #: Return the stored rows the batch replaces or clears (for backends that purge).
     collect_replaced: bool
+    tis: list[TryRow]
+    versions: list[bytes]
+    held: list[VersionRow]
+    probes: list[ProbeRow]
+    repeated: list[tuple[int, int]]
+    names: list[str]
+    override: OverrideRow | None
+    later: list[EncodedStep]
+
+    def steps(self) -> list[EncodedStep]:
+        """Every step, the first one included, in order."""
+        first = EncodedStep(self.clears, self.chunks, self.tis, self.versions, self.held, self.probes,
+                            self.repeated, self.names, self.override)
+        return [first, *(EncodedStep(*step) for step in self.later)]
+
+
+def _chunked(rows: list[Any]) -> list[bytes]:
+    return [_encode(rows[i:i + _CHUNK_ROWS]) for i in range(0, len(rows), _CHUNK_ROWS)]
+
+
+def _encode_step(step: ViewBatch) -> EncodedStep:
+    # Both sorted by their primary key (distinct in a step), so SQLite walks its B-trees
+    # forward instead of jumping.
+    return EncodedStep(step.clears, _chunked(sorted(step.upserts)), step.tis,
+                       _chunked(sorted(step.versions, key=_version_key)), step.held, step.probes,
+                       step.repeated, step.names, step.override)
+
+
+def _version_key(row: VersionRow) -> tuple[int, int, int]:
+    return row[0], row[1], row[2]
 
 
 def encode_batch(batch: ViewBatch, *, collect_replaced: bool = False) -> EncodedBatch:
@@ -274,9 +498,10 @@ def encode_batch(batch: ViewBatch, *, collect_replaced: bool = False) -> Encoded
     time, not the whole batch's; sorted by primary key, so SQLite walks its B-tree forward
     instead of jumping (the keys of a folded batch are distinct).
     """
-    rows = sorted(batch.upserts)
-    chunks = [_encode(rows[i:i + _CHUNK_ROWS]) for i in range(0, len(rows), _CHUNK_ROWS)]
-    return EncodedBatch(batch.clears, chunks, batch.runs, batch.dead, _offset_rows(batch), collect_replaced)
+    first, *later = [_encode_step(step) for step in batch.steps()]
+    return EncodedBatch(first.clears, first.chunks, batch.runs, batch.dead, _offset_rows(batch),
+                        collect_replaced, first.tis, first.versions, first.held, first.probes, first.repeated,
+                        first.names, first.override, later)
 
 
 def _offset_rows(batch: ViewBatch) -> list[tuple[int, int, int]]:
@@ -333,8 +558,13 @@ def ensure_schema(db: sqlite3.Connection, path: str | os.PathLike[str], topic: s
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=5000")
     meta = _meta(db)
-    migration = _MIGRATIONS.get(meta.get("schema_version", ""))
-    if migration is not None and meta.get("topic") == topic:
+    # An older file goes through every upgrade from its version on (1 -> 2 -> 3), all in
+    # one transaction.
+    migration, version = "", meta.get("schema_version", "")
+    while version in _MIGRATIONS:
+        migration += _MIGRATIONS[version]
+        version = str(int(version) + 1)
+    if migration and meta.get("topic") == topic:
         try:
             db.executescript(f"BEGIN IMMEDIATE; {migration} COMMIT;")
         except BaseException:
@@ -342,8 +572,9 @@ def ensure_schema(db: sqlite3.Connection, path: str | os.PathLike[str], topic: s
                 db.execute("ROLLBACK")
             raise
     db.executescript(SCHEMA)
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?)",
-               (str(SCHEMA_VERSION), topic))
+    # A new file indexes every event from offset 0; an upgraded one says 'partial' already.
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('topic', ?), "
+               "('version_index', 'complete')", (str(SCHEMA_VERSION), topic))
     meta = _meta(db)
     if meta.get("topic") != topic:
         raise XComViewError(f"{path} is a view of topic {meta.get('topic')!r}, not {topic!r}: "
@@ -363,6 +594,59 @@ class RetryOutcome(NamedTuple):
 
 
 _Chunk = TypeVar("_Chunk")
+_VChunk = TypeVar("_VChunk")
+
+
+class _Step(NamedTuple, Generic[_Chunk, _VChunk]):
+    """One step of a batch as the transaction reads it, direct or encoded (its rows and
+    version rows come in chunks, turned into sequences by ``rows_of`` / ``versions_of``)."""
+
+    clears: Sequence[Sequence[Any]]
+    chunks: Sequence[_Chunk]
+    rows_of: Callable[[_Chunk], Sequence[Sequence[Any]]]
+    tis: Sequence[Sequence[Any]]
+    versions: Sequence[_VChunk]
+    versions_of: Callable[[_VChunk], Sequence[Sequence[Any]]]
+    held: Sequence[Sequence[Any]]
+    probes: Sequence[Sequence[Any]]
+    repeated: Sequence[Sequence[int]]
+    names: Sequence[str]
+    override: Sequence[Any] | None
+
+
+class _Tries:
+    """The current try of task instances during one transaction: read from ``ti_try`` once
+    (absent: 1), then kept here as the steps raise them; :meth:`write` stores the raised ones."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._known: dict[tuple[object, ...], int] = {}
+        self._raised: dict[tuple[object, ...], int] = {}
+
+    def of(self, tis: Sequence[tuple[object, ...]]) -> dict[tuple[object, ...], int]:
+        """task instance -> its current try, for each of ``tis``."""
+        known = self._known
+        missing = list({ti: None for ti in tis if ti not in known})
+        for i in range(0, len(missing), _KEYS_PER_QUERY):
+            some = missing[i:i + _KEYS_PER_QUERY]
+            query = ("SELECT dag_id, run_id, task_id, map_index, try_number FROM ti_try WHERE (dag_id, "
+                     f"run_id, task_id, map_index) IN (VALUES {','.join(['(?,?,?,?)'] * len(some))})")
+            for *stored, try_number in self._db.execute(query, [v for ti in some for v in ti]):
+                known[tuple(stored)] = try_number
+            for ti in some:
+                known.setdefault(ti, 1)
+        return {ti: known[ti] for ti in tis}
+
+    def raise_to(self, ti: tuple[object, ...], try_number: int) -> None:
+        """The task instance's current try is now ``try_number`` (higher than it was)."""
+        self._known[ti] = self._raised[ti] = try_number
+
+    def write(self) -> None:
+        """Store the raised tries (a try of 1 is the default and needs no row)."""
+        raised = [(*ti, t) for ti, t in self._raised.items() if t > 1]
+        if raised:
+            self._db.executemany(_TRY, raised)
+        self._raised.clear()
 
 
 class ViewStore:
@@ -421,33 +705,31 @@ class ViewStore:
         (for backends that purge external payloads once the transaction committed).
         Raises XComViewError: then nothing of the batch was applied.
         """
-        return self._transaction(batch.clears, [batch.upserts], _same, _same, batch.runs, batch.dead,
-                                 _offset_rows(batch), collect_replaced)
+        steps = [_Step(s.clears, [s.upserts], _same, s.tis, [s.versions], _same, s.held, s.probes, s.repeated,
+                       s.names, s.override) for s in batch.steps()]
+        return self._transaction(steps, batch.runs, batch.dead, _offset_rows(batch), collect_replaced)
 
     def write_encoded(self, batch: EncodedBatch) -> list[XComRecord]:
         """:meth:`write` for a batch from :func:`encode_batch`: its chunks are decoded one
         at a time within the transaction, so memory holds one chunk's rows."""
-        return self._transaction(batch.clears, batch.chunks, _decode_rows, _decode_rows, batch.runs,
-                                 batch.dead, batch.offsets, batch.collect_replaced)
+        steps = [_Step(s.clears, s.chunks, _decode_rows, s.tis, s.versions, _decode_versions, s.held,
+                       s.probes, s.repeated, s.names, s.override) for s in batch.steps()]
+        return self._transaction(steps, batch.runs, batch.dead, batch.offsets, batch.collect_replaced)
 
-    def _transaction(self, clears: Sequence[ClearRow], chunks: Sequence[_Chunk],
-                     rows_of: Callable[[_Chunk], Sequence[Sequence[object]]],
-                     keys_of: Callable[[_Chunk], Sequence[Sequence[object]]], runs: Sequence[RunRow],
+    def _transaction(self, steps: Sequence[_Step[Any, Any]], runs: Sequence[RunRow],
                      dead: Sequence[DeadLetter], offsets: Sequence[tuple[int, int, int]],
                      collect_replaced: bool) -> list[XComRecord]:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                replaced = []
-                if collect_replaced:
-                    keys = [row[:5] for chunk in chunks for row in keys_of(chunk)]
-                    replaced = self._existing(clears, keys)
-                if clears:
-                    db.executemany(_CLEAR, [c[:4] for c in clears])
-                    db.executemany(_CLEAR_MARK, clears)
-                for chunk in chunks:
-                    db.executemany(UPSERT, rows_of(chunk))
+                replaced: list[XComRecord] | None = [] if collect_replaced else None
+                tries = _Tries(db)
+                for step in steps:
+                    if step.override is not None:
+                        self._override(step.override, tries, replaced)
+                    else:
+                        self._step(step, tries, replaced)
                 if runs:
                     db.executemany(_RUN, runs)
                 if dead:
@@ -461,13 +743,109 @@ class ViewStore:
         # An integer beyond SQLite's 64 bits is an OverflowError, not an sqlite3.Error.
         except (sqlite3.Error, OverflowError) as exc:
             raise write_error(self.path, exc) from exc
-        return replaced
+        return replaced or []
 
-    def _existing(self, clears: Sequence[ClearRow], keys: Sequence[Sequence[object]]) -> list[XComRecord]:
-        """Stored rows that the batch's clears delete or its upserts (``keys``) overwrite."""
+    def _step(self, step: _Step[_Chunk, _VChunk], tries: _Tries, replaced: list[XComRecord] | None) -> None:
+        """Apply one step of pushes and clears (inside the batch's transaction)."""
+        db = self._db
+        # Each task instance's try in the step against its stored one: older, its events of
+        # the step are fenced; newer, its rows (all of older tries) go first.
+        current = tries.of([tuple(ti[:4]) for ti in step.tis])
+        fenced: set[int] = set()
+        fenced_tis: set[tuple[object, ...]] = set()
+        newer: list[tuple[object, ...]] = []
+        for pos, ti in enumerate(step.tis):
+            key, step_try = tuple(ti[:4]), ti[4]
+            if step_try < current[key]:
+                fenced.add(pos)
+                fenced_tis.add(key)
+            elif step_try > current[key]:
+                newer.append(key)
+                tries.raise_to(key, step_try)
+        # Re-sends among the first pushes the step superseded, judged against the rows as
+        # they are before the step (a task instance starting a newer try has none then).
+        resent: set[tuple[int, int]] = set()
+        if step.probes:
+            newer_tis = set(newer)
+            for pos, key_, partition, offset, producer, try_number, digest in step.probes:
+                ti = tuple(step.tis[pos][:4])
+                if pos in fenced or ti in newer_tis:
+                    continue
+                row = db.execute(_SELECT_ROW, (*ti, key_)).fetchone()
+                if row is not None and row[9] == producer and row[10] == try_number and \
+                        content_hash(row[6], row[5]) == digest:
+                    resent.add((partition, offset))
+        clears = [c for c in step.clears if tuple(c[:4]) not in fenced_tis] if fenced_tis else step.clears
+        repeated = {tuple(r) for r in step.repeated}
+        if replaced is not None:
+            keys = [row[:5] for chunk in step.chunks for row in step.rows_of(chunk)
+                    if tuple(row[:4]) not in fenced_tis]
+            replaced.extend(self._existing([*newer, *(c[:4] for c in clears)], keys))
+        if newer:
+            db.executemany(_CLEAR, newer)
+        if clears:
+            db.executemany(_CLEAR, [c[:4] for c in clears])
+            db.executemany(_CLEAR_MARK, clears)
+        for chunk in step.chunks:
+            rows = step.rows_of(chunk)
+            if fenced_tis:
+                rows = [row for row in rows if tuple(row[:4]) not in fenced_tis]
+            first = rows
+            if repeated:
+                first = [row for row in rows if (row[11], row[12]) not in repeated]
+                db.executemany(UPSERT, [row for row in rows if (row[11], row[12]) in repeated])
+            before = db.total_changes
+            db.executemany(_UPSERT_UNLESS_SAME, first)
+            if db.total_changes - before < len(first):  # some were re-sends of the stored row
+                resent |= self._unchanged(first)
+        if step.names:
+            db.executemany(_NAME, [(name,) for name in step.names])
+        for vchunk in step.versions:
+            versions = step.versions_of(vchunk)
+            if fenced or resent:
+                versions = [(*v[:10], 1, v[11]) if v[11] in fenced else v for v in versions
+                            if (v[1], v[2]) not in resent]
+            db.executemany(_VERSION, versions)
+        if fenced and step.held:
+            db.executemany(_VERSION, [(*v[:10], 1, v[11]) for v in step.held if v[11] in fenced])
+        tries.write()
+
+    def _override(self, op: Sequence[Any], tries: _Tries, replaced: list[XComRecord] | None) -> None:
+        """Apply one override: set (the row takes the current try) or delete one XCom."""
+        dag_id, run_id, task_id, map_index, key, value, codec, ts, producer, actor, partition, offset = op
+        ti = (dag_id, run_id, task_id, map_index)
+        current = tries.of([ti])[ti]
+        if replaced is not None:
+            replaced.extend(self._existing([], [(*ti, key)]))
+        if value is None:
+            self._db.execute(_DELETE_ROW, (*ti, key))
+        else:
+            self._db.execute(_OVERRIDE_UPSERT, (*ti, key, value, codec, ts, producer, current, partition,
+                                                offset))
+        self._db.executemany(_NAME, [(producer,), (actor,)])
+        self._db.execute(_VERSION, (version_ident(ident_prefix(*ti), key), partition, offset, KIND_OVERRIDE,
+                                    current, ts, producer, actor, None if value is None else len(value),
+                                    None if value is None or codec is None else content_hash(codec, value),
+                                    0, 0))
+
+    def _unchanged(self, rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
+        """``(partition, offset)`` of the rows an upsert left as they were (re-sends)."""
+        found: set[tuple[int, int]] = set()
+        for i in range(0, len(rows), _KEYS_PER_QUERY):
+            some = rows[i:i + _KEYS_PER_QUERY]
+            query = (f"SELECT kafka_partition, kafka_offset FROM xcom WHERE (dag_id, run_id, task_id, "
+                     f"map_index, key) IN (VALUES {','.join(['(?,?,?,?,?)'] * len(some))})")
+            stored = set(self._db.execute(query, [v for row in some for v in row[:5]]).fetchall())
+            found.update((row[11], row[12]) for row in some if (row[11], row[12]) not in stored)
+        return found
+
+    def _existing(self, clears: Sequence[Sequence[object]],
+                  keys: Sequence[Sequence[object]]) -> list[XComRecord]:
+        """Stored rows that the batch's clears (task instances) delete or its upserts
+        (``keys``) overwrite."""
         found: dict[tuple[object, ...], XComRecord] = {}
         for clear in clears:
-            for row in self._db.execute(_SELECT_TI, clear[:4]):
+            for row in self._db.execute(_SELECT_TI, tuple(clear[:4])):
                 found[tuple(row[:5])] = XComRecord._make(row)
         for i in range(0, len(keys), _KEYS_PER_QUERY):
             some = keys[i:i + _KEYS_PER_QUERY]
@@ -490,8 +868,11 @@ class ViewStore:
         """Apply a batch folded from dead letters, **without undoing anything newer**, in
         one transaction: a push is written only if no later push of the same XCom and no
         later clear of its task instance is in the view; a clear deletes only rows older
-        than itself. ``retried``: the ``(partition, offset)`` of every dead letter folded;
-        those not in ``batch.dead`` leave the table, the others keep it with the new reason.
+        than itself; a push or clear of an older try than the task instance's stored one is
+        not applied (fenced). ``retried``: the ``(partition, offset)`` of every dead letter
+        folded; those not in ``batch.dead`` leave the table, the others keep it with the new
+        reason. Overrides stay dead letters (a rebuild applies them in log order), and the
+        version index does not list retried events (a rebuild does).
 
         With ``collect_unreferenced``, also return the stored values nothing refers to once
         this committed: rows a retried push replaced or a retried clear deleted, and
@@ -504,25 +885,38 @@ class ViewStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for row in batch.upserts:
-                    partition, offset = row[11], row[12]
-                    cleared = db.execute("SELECT kafka_partition, kafka_offset FROM ti_clear WHERE "
-                                         "dag_id=? AND run_id=? AND task_id=? AND map_index=?",
-                                         row[:4]).fetchone()
-                    before = db.execute(_SELECT_ROW, row[:5]).fetchall() if collect else []
-                    done = 0
-                    if not (cleared and cleared[0] == partition and cleared[1] > offset):
-                        done = db.execute(_GUARDED_UPSERT, row).rowcount
-                    applied += done
-                    if collect:  # the row it replaced, or the retried push itself when not applied
-                        unreferenced.extend(map(XComRecord._make, before) if done else [row_record(row)])
+                tries = _Tries(db)
+                for step in batch.steps():
+                    if step.override is not None:  # needs the log order around it: only a rebuild has it
+                        still[(step.override[10], step.override[11])] = (
+                            "an override is not applied by a dead-letter retry: rebuild the view "
+                            "(xcombus rebuild --swap) to apply it")
+                        continue
+                    current = tries.of([ti[:4] for ti in step.tis])
+                    # A retried push or clear of an older try than the stored one is fenced.
+                    fenced = {ti[:4] for ti in step.tis if ti[4] < current[ti[:4]]}
+                    for row in step.upserts:
+                        partition, offset = row[11], row[12]
+                        cleared = db.execute("SELECT kafka_partition, kafka_offset FROM ti_clear WHERE "
+                                             "dag_id=? AND run_id=? AND task_id=? AND map_index=?",
+                                             row[:4]).fetchone()
+                        before = db.execute(_SELECT_ROW, row[:5]).fetchall() if collect else []
+                        done = 0
+                        if row[:4] not in fenced and not (cleared and cleared[0] == partition
+                                                          and cleared[1] > offset):
+                            done = db.execute(_GUARDED_UPSERT, row).rowcount
+                        applied += done
+                        if collect:  # the row it replaced, or the retried push itself when not applied
+                            unreferenced.extend(map(XComRecord._make, before) if done else [row_record(row)])
+                    for clear in step.clears:
+                        if clear[:4] in fenced:
+                            continue
+                        if collect:
+                            unreferenced.extend(map(XComRecord._make, db.execute(_SELECT_CLEARED, clear)))
+                        db.execute(_GUARDED_CLEAR, clear)
+                        db.execute(_GUARDED_CLEAR_MARK, clear)
+                        applied += 1
                 db.executemany(_RUN_IF_NEW, batch.runs)
-                for clear in batch.clears:
-                    if collect:
-                        unreferenced.extend(map(XComRecord._make, db.execute(_SELECT_CLEARED, clear)))
-                    db.execute(_GUARDED_CLEAR, clear)
-                    db.execute(_GUARDED_CLEAR_MARK, clear)
-                    applied += 1
                 db.executemany("DELETE FROM dead_letter WHERE kafka_partition=? AND kafka_offset=?",
                                [pos for pos in retried if pos not in still])
                 db.executemany("UPDATE dead_letter SET reason=? WHERE kafka_partition=? AND kafka_offset=?",
@@ -570,7 +964,7 @@ class ViewStore:
             os.close(fd)
 
 
-def _same(rows: Sequence[Row]) -> Sequence[Row]:
+def _same(rows: Sequence[Any]) -> Sequence[Any]:
     return rows
 
 

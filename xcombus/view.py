@@ -12,15 +12,69 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote
 
 from .errors import ViewNotReadyError, XComQueryError, XComViewError
 from .limits import MAX_PAGE
 from .records import XComRecord
-from .store import COLUMNS, DeadLetter
+from .store import COLUMNS, KIND_CLEAR, KIND_OVERRIDE, KIND_PUSH, DeadLetter, ident_prefix, version_ident
 
-__all__ = ["MAX_PAGE", "ViewNotReadyError", "ViewReader"]
+__all__ = ["MAX_PAGE", "VersionEntry", "VersionState", "ViewNotReadyError", "ViewReader"]
+
+_KINDS: dict[int, Literal["push", "clear", "override"]] = {
+    KIND_PUSH: "push", KIND_CLEAR: "clear", KIND_OVERRIDE: "override"}
+
+
+class VersionEntry(NamedTuple):
+    """One row of the version index: where an event of an XCom (or a clear of its task
+    instance) is in the log, and what the view made of it. The record itself (the value,
+    an override's reason) is at ``(partition, offset)`` on the topic.
+
+    The index finds an XCom by a 64-bit hash of its identity: a reader that fetches the
+    record checks the record's identity before using it.
+    """
+
+    partition: int
+    offset: int
+    kind: Literal["push", "clear", "override"]
+    #: The event's try (an override: the task instance's current try when it applied).
+    try_number: int
+    #: The event's time, µs since the epoch (UTC).
+    timestamp: int
+    producer: str
+    #: Who made an override; None for pushes and clears.
+    actor: str | None
+    #: Bytes of the value (None: a clear, an override that deletes).
+    size: int | None
+    #: The first 8 bytes of the SHA-256 of codec and value (store.content_hash).
+    content_hash: bytes | None
+    #: An event of an older try than its task instance's current one: kept, never applied.
+    fenced: bool
+
+
+class VersionState(NamedTuple):
+    """One XCom's versions with what a reader needs to continue past them (the view's
+    offsets, its task instance's current try, its current row), from one snapshot."""
+
+    versions: list[VersionEntry]
+    #: partition -> next offset the view has applied.
+    applied: dict[int, int]
+    current_try: int
+    #: The XCom's current row as ``(producer, try, codec, value)``, or None.
+    row: tuple[str, int, str, bytes] | None
+    #: The partition of the task instance's events, when the index has any.
+    partition: int | None
+
+
+_VERSION_SELECT = (
+    "SELECT v.kafka_partition, v.kafka_offset, v.kind, v.try_number, v.ts, p.name, a.name, v.size, v.hash8, "
+    "v.fenced FROM xcom_version v JOIN name p ON p.id = v.producer_id LEFT JOIN name a ON a.id = v.actor_id ")
+
+
+def _entry(row: Sequence[Any]) -> VersionEntry:
+    return VersionEntry(row[0], row[1], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7], row[8],
+                        bool(row[9]))
 
 
 _ORDERS = {
@@ -224,6 +278,56 @@ class ViewReader:
         return [tuple(r) for r in self._query(
             "SELECT task_id, map_index, count(*), max(timestamp) FROM xcom WHERE dag_id=? AND run_id=? "
             "GROUP BY task_id, map_index ORDER BY task_id, map_index", (dag_id, run_id))]
+
+    # -- versions -------------------------------------------------------------------------
+
+    def version_index_complete(self) -> bool:
+        """True when the version index lists every event from offset 0 (a view created by
+        this xcombus or rebuilt); False for a view upgraded from schema 2, whose index
+        starts at the upgrade (readers then scan the log), or one without an index."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE name='version_index'").fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None and row[0] == "complete"
+
+    def versions(self, dag_id: str, run_id: str, task_id: str, map_index: int,
+                 key: str) -> list[VersionEntry]:
+        """Every indexed event of one XCom and every clear of its task instance, in log order
+        (a task instance lives in one partition)."""
+        prefix = ident_prefix(dag_id, run_id, task_id, map_index)
+        return [_entry(r) for r in self._query(
+            f"{_VERSION_SELECT}WHERE v.ident IN (?, ?) ORDER BY v.kafka_partition, v.kafka_offset",
+            (version_ident(prefix, key), version_ident(prefix)))]
+
+    def try_version(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str,
+                    try_number: int) -> VersionEntry | None:
+        """The last push or override of one XCom by try ``try_number`` (fenced pushes
+        included: that try did push them), also when the view no longer shows that try's
+        rows; None if there is none in the index. Check the record's identity after
+        fetching it (see :class:`VersionEntry`), or use :meth:`versions`."""
+        found = [v for v in self.versions(dag_id, run_id, task_id, map_index, key)
+                 if v.kind != "clear" and v.try_number == try_number]
+        return found[-1] if found else None
+
+    def version_state(self, dag_id: str, run_id: str, task_id: str, map_index: int,
+                      key: str) -> VersionState:
+        """:meth:`versions`, the offsets, the current try and the current row, read in one
+        snapshot (one read transaction), so a reader can go on from where the view stands."""
+        ti = (dag_id, run_id, task_id, map_index)
+        self._query("BEGIN")
+        try:
+            versions = self.versions(*ti, key)
+            applied = dict(self._query("SELECT kafka_partition, next_offset FROM offsets"))
+            tries = self._query("SELECT try_number FROM ti_try WHERE dag_id=? AND run_id=? AND task_id=? "
+                                "AND map_index=?", ti)
+            rows = self._query("SELECT producer, try_number, codec, value FROM xcom WHERE dag_id=? AND "
+                               "run_id=? AND task_id=? AND map_index=? AND key=?", (*ti, key))
+        finally:
+            self._query("COMMIT")
+        row = (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
+        return VersionState(versions, applied, tries[0][0] if tries else 1, row,
+                            versions[0].partition if versions else None)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered events, oldest position first."""

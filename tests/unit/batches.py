@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from xcombus import MsgspecXCom, XComRecord
-from xcombus.events import SCHEMA_VERSION, Clear, Push, TaskInstanceKey, encode_event
+from xcombus.events import (
+    OVERRIDE_SCHEMA,
+    SCHEMA_VERSION,
+    Clear,
+    Override,
+    Push,
+    TaskInstanceKey,
+    encode_event,
+)
 from xcombus.fold import fold
 from xcombus.store import COLUMNS, ViewBatch
 
@@ -28,13 +36,23 @@ TI = TaskInstanceKey("dag", "run", "task", -1)
 
 
 def push(key: str, value: bytes, ti: TaskInstanceKey = TI, *, codec: str = MsgspecXCom.codec,
-         logical_date: int | None = None) -> tuple[bytes, bytes]:
+         logical_date: int | None = None, try_number: int = 1, producer: str = "p",
+         ts: int = 1) -> tuple[bytes, bytes]:
     return ti.encode(), encode_event(Push(schema=SCHEMA_VERSION, key=key, value=value, codec=codec,
-                                          ts=1, producer="p", logical_date=logical_date))
+                                          ts=ts, producer=producer, logical_date=logical_date,
+                                          try_number=try_number))
 
 
-def clear(ti: TaskInstanceKey = TI) -> tuple[bytes, bytes]:
-    return ti.encode(), encode_event(Clear(schema=SCHEMA_VERSION, ts=1, producer="p"))
+def clear(ti: TaskInstanceKey = TI, *, try_number: int = 1, producer: str = "p") -> tuple[bytes, bytes]:
+    return ti.encode(), encode_event(Clear(schema=SCHEMA_VERSION, ts=1, producer=producer,
+                                           try_number=try_number))
+
+
+def override(key: str, value: bytes | None, ti: TaskInstanceKey = TI, *, actor: str = "alice",
+             reason: str = "fix", producer: str = "cli", ts: int = 2) -> tuple[bytes, bytes]:
+    return ti.encode(), encode_event(Override(
+        schema=OVERRIDE_SCHEMA, key=key, value=value, codec=None if value is None else MsgspecXCom.codec,
+        ts=ts, producer=producer, actor=actor, reason=reason))
 
 
 def recs(*events: tuple[bytes | None, bytes | None], start: int = 0) -> list[Rec]:
@@ -48,6 +66,22 @@ def stored(path: Path) -> list[XComRecord]:
     try:
         return [XComRecord._make(row) for row in db.execute(
             f"SELECT {COLUMNS} FROM xcom ORDER BY dag_id, run_id, task_id, map_index, key")]
+    finally:
+        db.close()
+
+
+def view_state(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the version rules decide, read with sqlite3: the rows, the current tries and the
+    version index (names resolved), each in key order."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(f"SELECT {COLUMNS} FROM xcom ORDER BY dag_id, run_id, task_id, map_index, key")
+        tries = db.execute("SELECT * FROM ti_try ORDER BY dag_id, run_id, task_id, map_index")
+        versions = db.execute(
+            "SELECT v.ident, v.kafka_partition, v.kafka_offset, v.kind, v.try_number, v.ts, p.name, a.name, "
+            "v.size, v.hash8, v.fenced FROM xcom_version v JOIN name p ON p.id = v.producer_id "
+            "LEFT JOIN name a ON a.id = v.actor_id ORDER BY v.kafka_partition, v.kafka_offset")
+        return rows.fetchall(), tries.fetchall(), versions.fetchall()
     finally:
         db.close()
 
