@@ -29,16 +29,22 @@ from .errors import (
     XComClosedError,
     XComConfigError,
     XComIdentifierError,
+    XComQueryError,
     XComSerializationError,
     XComValueTooLargeError,
+    XComViewError,
 )
 from .events import (
     CLEAR_SCHEMA,
     PUSH_SCHEMA,
     RETURN_VALUE_KEY,
     Clear,
+    EventDecodeError,
+    Override,
     Push,
     TaskInstanceKey,
+    decode_event,
+    decode_ti_key,
     encode_event,
     partition_for,
     validate_key,
@@ -50,6 +56,7 @@ from .settings import Consistency, Settings, settings_with
 from .topic import ensure_topic, require_topic
 
 if TYPE_CHECKING:
+    from .fetch import EventFetcher
     from .materialize import Materializer
     from .view import ViewReader
 
@@ -85,6 +92,8 @@ class XComBus:
         self._publisher = Publisher(self.settings)
         self._consistency = ReadYourWrites(self.settings, self._view_progress)
         self._reader: ViewReader | None = None
+        #: Reads records by position for per-try reads (opened on the first one).
+        self._fetcher: EventFetcher | None = None
         self._partitions = 0
         self._state = "new"
 
@@ -129,6 +138,9 @@ class XComBus:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+            if self._fetcher is not None:
+                await self._fetcher.aclose()
+                self._fetcher = None
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -260,22 +272,43 @@ class XComBus:
 
     async def read(self, dag_id: str, run_id: str, task_ids: Sequence[str], key: str, *,
                    map_indexes: Sequence[int] | None = None, consistency: Consistency | None = None,
-                   include_prior_dates: bool = False, prior_to: int | None = None) -> list[XComRecord]:
+                   include_prior_dates: bool = False, prior_to: int | None = None,
+                   try_number: int | None = None) -> list[XComRecord]:
         """Fetch matching records in one query, after the consistency wait.
 
         ``map_indexes=None`` reads every map index. With ``include_prior_dates``, a task
         with nothing in this run falls back to its latest earlier run (logical date before
         ``prior_to``, µs, or this run's own date).
+
+        With ``try_number``, each record is what that try of the task instance last pushed
+        under ``key`` (or set by an override while it was the current try), read from the
+        topic at the position the view's version index gives, also when the view no longer
+        shows that try's rows (a cleared or fenced try); task instances whose try N pushed
+        nothing there are left out. It needs explicit ``map_indexes`` (the index is found
+        by identity, it cannot list map indexes) and no ``include_prior_dates``.
         """
         self._check_open()
         validate_key(key)
         for task_id in task_ids:
             TaskInstanceKey(dag_id, run_id, task_id, -1).validated()
+        if try_number is not None and (map_indexes is None or include_prior_dates):
+            raise XComQueryError("a read of one try needs the map indexes to read (map_indexes) and "
+                                 "cannot fall back to prior dates (include_prior_dates)")
         if (consistency or self.settings.consistency) == "strong":
             await self.wait_visible(partitions_of_pull(
                 self._partitions, dag_id, run_id, task_ids, map_indexes,
                 include_prior_dates=include_prior_dates))
         view = self._view()
+        if try_number is not None:
+            assert map_indexes is not None  # checked above
+            found = []
+            for task_id in task_ids:
+                for map_index in map_indexes:
+                    ti = TaskInstanceKey(dag_id, run_id, task_id, map_index)
+                    record = await self._read_try(view, ti, key, try_number)
+                    if record is not None:
+                        found.append(record)
+            return found
         if not include_prior_dates:
             return view.get_tasks(dag_id, run_id, task_ids, key, map_indexes)
         if prior_to is None:
@@ -285,6 +318,41 @@ class XComBus:
                 f"include_prior_dates needs the logical date of run {run_id!r}: pass "
                 "logical_date to task_instance()")
         return view.get_tasks_with_prior(dag_id, run_id, task_ids, key, map_indexes, prior_to)
+
+    async def _read_try(self, view: ViewReader, ti: TaskInstanceKey, key: str,
+                        try_number: int) -> XComRecord | None:
+        """What try ``try_number`` of ``ti`` last wrote under ``key``, from the topic (the
+        newest indexed version of that try whose record really is this XCom's: the index
+        finds XComs by a hash of their identity)."""
+        if self._fetcher is None:
+            from .fetch import EventFetcher  # aiokafka's consumer: loaded on the first per-try read
+
+            self._fetcher = EventFetcher(self.settings)
+        for entry in reversed(view.versions(*ti, key)):
+            if entry.kind == "clear" or entry.try_number != try_number:
+                continue
+            raw = await self._fetcher.fetch(entry.partition, entry.offset)
+            try:
+                if decode_ti_key(raw.key) != ti:
+                    continue
+                event = decode_event(raw.value)
+            except EventDecodeError as exc:
+                raise XComViewError(f"the version index of {view.path} points at partition "
+                                    f"{entry.partition} offset {entry.offset}, which is not an event of "
+                                    f"ours ({exc}): is the view of this topic? Rebuild it") from None
+            if not isinstance(event, Push | Override) or event.key != key:
+                continue
+            if event.value is None or event.codec is None:
+                return None  # an override deleted the XCom while this try was current
+            logical_date = event.logical_date if isinstance(event, Push) else None
+            return XComRecord(*ti, key, event.value, event.codec, event.ts, logical_date, event.producer,
+                              entry.try_number, entry.partition, entry.offset)
+        if not view.version_index_complete():
+            raise XComViewError(
+                f"{view.path} was upgraded from an older xcombus: its version index starts at the "
+                f"upgrade and has no try {try_number} of {ti.task_id}[{ti.map_index}] {key!r}. Rebuild "
+                "the view (xcombus rebuild --into NEW.db --swap) to read older tries")
+        return None
 
     def deserialize(self, record: XComRecord) -> Any:
         """The value of a record, through the configured backend."""
@@ -378,6 +446,7 @@ class TaskInstance:
         default: Any = None,
         run_id: str | None = None,
         consistency: Consistency | None = None,
+        try_number: int | None = None,
     ) -> Any:
         """Pull XComs with Airflow 3's rules (see docs/semantics.md and
         :mod:`xcombus.pull_rules`).
@@ -385,11 +454,19 @@ class TaskInstance:
         By default the pull sees every push that returned before it began (it waits for
         the view, bounded by ``pull_timeout``); ``consistency="eventual"`` reads the view
         as it is.
+
+        ``try_number=N`` returns what try N of each task instance last pushed under ``key``
+        instead, including a try whose values the view no longer shows (a retry reading its
+        failed predecessor's checkpoint). Without ``map_indexes`` it reads this task
+        instance's own map index when pulling its own task, else the unmapped instance.
         """
         plan = plan_pull(self._key, task_ids, dag_id, run_id, map_indexes)
+        indexes = plan.map_indexes
+        if try_number is not None and indexes is None:
+            indexes = [self.map_index if task_ids is None else -1]
         records = await self.bus.read(
-            plan.dag_id, plan.run_id, plan.task_ids, key, map_indexes=plan.map_indexes,
+            plan.dag_id, plan.run_id, plan.task_ids, key, map_indexes=indexes,
             consistency=consistency, include_prior_dates=include_prior_dates,
             # Prior runs are "before this task instance's logical date" when reading our own run.
-            prior_to=self._logical_us if plan.same_run else None)
+            prior_to=self._logical_us if plan.same_run else None, try_number=try_number)
         return shape_pull(plan, records, await self.bus.values(records), default)

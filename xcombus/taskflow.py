@@ -116,11 +116,13 @@ class SyncTaskInstance:
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None, dag_id: str | None = None,
                   key: str = RETURN_VALUE_KEY, include_prior_dates: bool = False, *,
                   map_indexes: int | Iterable[int] | NotSet | None = NOTSET, default: Any = None,
-                  run_id: str | None = None, consistency: Consistency | None = None) -> Any:
-        """Pull XComs with the same rules as :meth:`TaskInstance.xcom_pull`."""
+                  run_id: str | None = None, consistency: Consistency | None = None,
+                  try_number: int | None = None) -> Any:
+        """Pull XComs with the same rules as :meth:`TaskInstance.xcom_pull` (``try_number``:
+        what that try pushed)."""
         return self._call(self.async_ti.xcom_pull(
             task_ids, dag_id, key, include_prior_dates, map_indexes=map_indexes, default=default,
-            run_id=run_id, consistency=consistency), self._bound())
+            run_id=run_id, consistency=consistency, try_number=try_number), self._bound())
 
 
 class Task(Generic[P, R]):
