@@ -40,12 +40,11 @@ from .store import (
     KIND_CLEAR,
     KIND_PUSH,
     DeadLetter,
-    ProbeRow,
     Row,
-    VersionRow,
     ViewBatch,
     content_hash,
-    ident_prefix,
+    name_id,
+    ti_ident,
     version_ident,
 )
 
@@ -71,7 +70,7 @@ class LogMessage(Protocol):
 class _Step:
     """The step being folded: its rows per task instance and what the writer must judge."""
 
-    __slots__ = ("batch", "by_ti", "cleared", "first", "names", "tis")
+    __slots__ = ("batch", "by_ti", "cleared", "names", "repeated", "tis")
 
     def __init__(self, batch: ViewBatch) -> None:
         self.batch = batch
@@ -81,23 +80,31 @@ class _Step:
         self.tis: dict[TaskInstanceKey, int] = {}
         #: Task instances cleared in this step: a later push is not their XCom's first one.
         self.cleared: set[TaskInstanceKey] = set()
-        #: ``(partition, offset)`` -> probe of each first push of an XCom in the step.
-        self.first: dict[tuple[int, int], ProbeRow] = {}
-        self.names: dict[str, None] = {}
+        #: ``(partition, offset)`` of the rows that are not their XCom's first write in the
+        #: step (every other row is one, and is judged against the stored row).
+        self.repeated: set[tuple[int, int]] = set()
+        #: producer -> name_id
+        self.names: dict[str, int] = {}
 
     def empty(self) -> bool:
         batch = self.batch
         return not (self.tis or batch.clears or batch.versions or batch.held or batch.override)
 
+    def gone(self, row: Row) -> None:
+        """A row of the step was superseded or cleared within it: if it was its XCom's first
+        write, the writer must still tell whether it was a re-send of the stored row."""
+        if (row[11], row[12]) not in self.repeated:
+            pos = self.tis[TaskInstanceKey(*row[:4])]
+            self.batch.probes.append((pos, row[4], row[11], row[12], row[9], row[10], row[6],
+                                      content_hash(row[5])))
+
     def close(self) -> None:
         """Write the folded rows into the step's batch."""
-        batch, first = self.batch, self.first
+        batch, repeated = self.batch, self.repeated
         batch.upserts = [row for rows in self.by_ti.values() for row in rows.values()]
-        for row in batch.upserts:
-            if first.pop((row[11], row[12]), None) is None:
-                batch.repeated.append((row[11], row[12]))
-        batch.probes = list(first.values())  # first pushes superseded within the step
-        batch.names = list(self.names)
+        if repeated:
+            batch.repeated = [(r[11], r[12]) for r in batch.upserts if (r[11], r[12]) in repeated]
+        batch.names = [(ident, name) for name, ident in self.names.items()]
 
 
 def fold(
@@ -118,7 +125,7 @@ def fold(
     runs: dict[tuple[str, str], int] = {}
     #: task instance -> the highest try of its pushes and clears so far in the batch.
     top: dict[TaskInstanceKey, int] = {}
-    prefixes: dict[TaskInstanceKey, bytes] = {}
+    hashes: dict[TaskInstanceKey, int] = {}
 
     def new_step() -> _Step:
         nonlocal step
@@ -128,11 +135,15 @@ def fold(
         return step
 
     # The hot loop runs once per event: a task instance's events arrive together, so its
-    # decoded key, ident prefix and row dict are reused while the raw key repeats, and XCom
-    # keys and codecs already checked in this batch are not checked again.
+    # decoded key, hash, position in the step and row dict are reused while the raw key
+    # repeats, and XCom keys and codecs already checked in this batch are not checked again.
     last_raw: bytes | None = None
     ti: TaskInstanceKey  # set by the first message: last_raw starts as None
-    prefix = b""
+    ti_hash = 0
+    #: The task instance's position in the step's tis, its try there (0: none yet) and the
+    #: offsets of its version rows there.
+    pos, ti_try = -1, 0
+    marks: list[int] = []
     key: str
     codec: str | None
     value: bytes | None
@@ -153,7 +164,11 @@ def fold(
                     last_raw = None  # a key that fails to decode must not be reused
                     ti = decode_ti_key(raw)
                     rows = step.by_ti.get(ti)
-                    prefix = prefixes.get(ti) or prefixes.setdefault(ti, ident_prefix(*ti))
+                    ti_hash = hashes.get(ti) or hashes.setdefault(ti, ti_ident(*ti))
+                    pos = step.tis.get(ti, -1)
+                    ti_try = 0
+                    if pos >= 0:
+                        ti_try, marks = step.batch.tis[pos][4], step.batch.tis[pos][6]
                     last_raw = raw
                 event = decode_event(message.value)
                 if isinstance(event, Clear):
@@ -193,58 +208,69 @@ def fold(
                 step.batch.override = (*ti, key, value, codec, event.ts, event.producer, event.actor,
                                        partition, offset)
                 new_step()
-                rows = None
+                rows, pos, ti_try = None, -1, 0
                 continue
 
             # A push or a clear. A try below 1 counts as 1 (the stored default).
             try_number = event.try_number
             effective = try_number if try_number > 1 else 1
             producer = event.producer
-            if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
-                step.batch.versions.append(
-                    _push_version(prefix, partition, offset, event, -1,
-                                  content_hash(event.codec, event.value), fenced=1)
-                    if isinstance(event, Push) else _clear_version(prefix, partition, offset, event, -1,
-                                                                   fenced=1))
-                step.names[producer] = None
-                continue
-            pos = step.tis.get(ti)
-            if pos is not None and step.batch.tis[pos][4] != effective:
-                new_step()  # a newer try of this task instance: judged against the stored try anew
-                rows = None
-                pos = None
-            if pos is None:
+            producer_id = step.names.get(producer)
+            if producer_id is None:
+                producer_id = step.names[producer] = name_id(producer)
+            if effective != ti_try:  # not the try this task instance had in this step so far
+                if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
+                    step.batch.versions.append(
+                        (version_ident(ti_hash, event.key), partition, offset, KIND_PUSH, try_number,
+                         event.ts, producer_id, None, len(event.value), content_hash(event.value), 1)
+                        if isinstance(event, Push) else
+                        (version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number, event.ts,
+                         producer_id, None, None, None, 1))
+                    continue
+                if ti in step.tis:  # a newer try of this task instance: judged against the stored one anew
+                    new_step()
+                    rows = None
+                top[ti] = ti_try = effective
                 pos = step.tis[ti] = len(step.batch.tis)
-                step.batch.tis.append((*ti, effective))
-            top[ti] = effective
-            step.names[producer] = None
+                marks = []
+                step.batch.tis.append((*ti, effective, partition, marks))
             if isinstance(event, Clear):
                 gone = step.by_ti.pop(ti, None)
                 rows = None
-                if collect_superseded and gone:
-                    batch.superseded.extend(gone.values())
+                if gone:
+                    for row in gone.values():
+                        step.gone(row)
+                    if collect_superseded:
+                        batch.superseded.extend(gone.values())
                 step.batch.clears.append((*ti, partition, offset))
                 step.cleared.add(ti)
-                step.batch.versions.append(_clear_version(prefix, partition, offset, event, pos))
+                step.batch.versions.append((version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number,
+                                            event.ts, producer_id, None, None, None, 0))
+                marks.append(offset)
                 continue
-            value, codec = event.value, event.codec  # a push has both
+            key, value, codec = event.key, event.value, event.codec  # a push has all three
             if rows is None:
                 rows = step.by_ti.get(ti)
                 if rows is None:
                     rows = step.by_ti[ti] = {}
             previous = rows.get(key)
-            if previous is not None and previous[9] == producer and previous[10] == try_number and \
-                    previous[6] == codec and previous[5] == value:
-                # A re-send of the current row: no version, unless the task instance is fenced.
-                step.batch.held.append(_push_version(prefix, partition, offset, event, pos,
-                                                     content_hash(codec, value)))
-                continue
-            digest = content_hash(codec, value)
-            step.batch.versions.append(_push_version(prefix, partition, offset, event, pos, digest))
-            if previous is None and ti not in step.cleared:
-                step.first[(partition, offset)] = (pos, key, partition, offset, producer, try_number, digest)
-            elif collect_superseded and previous is not None:
-                batch.superseded.append(previous)
+            if previous is not None:
+                if previous[9] == producer and previous[10] == try_number and previous[6] == codec and \
+                        previous[5] == value:
+                    # A re-send of the current row: no version, unless the task instance is fenced.
+                    step.batch.held.append((version_ident(ti_hash, key), partition, offset, KIND_PUSH,
+                                            try_number, event.ts, producer_id, None, len(value),
+                                            content_hash(value), 1, pos))
+                    continue
+                step.gone(previous)
+                step.repeated.add((partition, offset))
+                if collect_superseded:
+                    batch.superseded.append(previous)
+            elif ti in step.cleared:
+                step.repeated.add((partition, offset))
+            step.batch.versions.append((version_ident(ti_hash, key), partition, offset, KIND_PUSH, try_number,
+                                        event.ts, producer_id, None, len(value), content_hash(value), 0))
+            marks.append(offset)
             logical_date: int | str
             if event.logical_date is None:
                 logical_date = ""  # NULL in the view, and bound faster than None (store.UPSERT)
@@ -262,18 +288,3 @@ def fold(
         steps[-2].batch.then = None
     batch.runs = [(dag_id, run_id, date) for (dag_id, run_id), date in runs.items()]
     return batch
-
-
-def _push_version(prefix: bytes, partition: int, offset: int, event: Push, pos: int, digest: bytes, *,
-                  fenced: int = 0) -> VersionRow:
-    """The version row of a push (``pos``: its task instance's position in the step, -1
-    when fold decided and ``fenced`` says; ``digest``: its content_hash)."""
-    return (version_ident(prefix, event.key), partition, offset, KIND_PUSH, event.try_number, event.ts,
-            event.producer, None, len(event.value), digest, fenced, pos)
-
-
-def _clear_version(prefix: bytes, partition: int, offset: int, event: Clear, pos: int, *,
-                   fenced: int = 0) -> VersionRow:
-    """The version row of a clear, filed under its task instance (key '')."""
-    return (version_ident(prefix), partition, offset, KIND_CLEAR, event.try_number, event.ts,
-            event.producer, None, None, None, fenced, pos)

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import sqlite3
@@ -73,9 +74,10 @@ from .records import XComRecord
 
 __all__ = ["ADVANCE_OFFSET", "COLUMNS", "KIND_CLEAR", "KIND_OVERRIDE", "KIND_PUSH", "SCHEMA",
            "SCHEMA_VERSION", "UPSERT", "VERSION_COLUMNS", "ClearRow", "DeadLetter", "EncodedBatch",
-           "EncodedStep", "OverrideRow", "ProbeRow", "RetryOutcome", "Row", "RunRow", "TryRow", "VersionRow",
-           "ViewBatch", "ViewStore", "acquire_write_lock", "content_hash", "encode_batch", "ensure_schema",
-           "ident_prefix", "replace_view", "row_record", "version_ident", "write_error"]
+           "EncodedStep", "HeldRow", "OverrideRow", "ProbeRow", "RetryOutcome", "Row", "RunRow", "TryRow",
+           "VersionRow", "ViewBatch", "ViewStore", "acquire_write_lock", "content_hash", "encode_batch",
+           "ensure_schema", "name_id", "replace_view", "row_record", "ti_ident", "version_ident",
+           "write_error"]
 
 SCHEMA_VERSION = 3
 
@@ -137,11 +139,11 @@ CREATE TABLE IF NOT EXISTS ti_try (
     try_number INTEGER NOT NULL,
     PRIMARY KEY (dag_id, run_id, task_id, map_index)
 ) WITHOUT ROWID;
--- Producer and actor names, numbered in the order the log first mentions them, so index rows
--- carry a small integer instead of the string.
+-- Producer and actor names by their name_id (a hash, so fold numbers them without asking the
+-- view and a rebuild numbers them alike), so index rows carry an integer instead of the string.
 CREATE TABLE IF NOT EXISTS name (
     id   INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL
 );
 -- The version index: per XCom (ident: a 64-bit hash of its identity, see version_ident; a
 -- clear is filed under its task instance with the key ''), every event in log order. Hashes,
@@ -157,7 +159,7 @@ CREATE TABLE IF NOT EXISTS xcom_version (
     producer_id     INTEGER NOT NULL,   -- name.id
     actor_id        INTEGER,            -- name.id, overrides only
     size            INTEGER,            -- bytes of the value (pushes and overrides that set)
-    hash8           BLOB,               -- content_hash of codec and value
+    hash8           BLOB,               -- content_hash of the value
     fenced          INTEGER NOT NULL,
     PRIMARY KEY (ident, kafka_partition, kafka_offset)
 ) WITHOUT ROWID;
@@ -219,17 +221,19 @@ Row: TypeAlias = tuple[str, str, str, int, str, bytes, str, int, int | str, str,
 ClearRow: TypeAlias = tuple[str, str, str, int, int, int]
 #: ``(dag_id, run_id, logical_date)`` of a run whose pushes carry a logical date.
 RunRow: TypeAlias = tuple[str, str, int]
-#: A task instance with pushes or clears in a step, and the try they all have there (at least 1).
-TryRow: TypeAlias = tuple[str, str, str, int, int]
-#: One row of the version index as a batch carries it: the columns of ``xcom_version`` in
-#: :data:`VERSION_COLUMNS` order with the producer and actor as names, then the position in
-#: the step's ``tis`` of the task instance whose stored try decides whether it is fenced (-1:
-#: fold decided, the row says).
-VersionRow: TypeAlias = tuple[int, int, int, int, int, int, str, str | None, int | None, bytes | None, int,
-                              int]
+#: A task instance with pushes or clears in a step: the try they all have there (at least
+#: 1), its partition, and the offsets of their version rows (fenced together if that try is
+#: older than the stored one).
+TryRow: TypeAlias = tuple[str, str, str, int, int, int, list[int]]
+#: One row of the version index: the columns of ``xcom_version``, in :data:`VERSION_COLUMNS`
+#: order (producer and actor by :func:`name_id`).
+VersionRow: TypeAlias = tuple[int, int, int, int, int, int, int, int | None, int | None, bytes | None, int]
+#: A re-send's version row, then its task instance's position in the step's ``tis``: indexed
+#: (fenced) only if that task instance turns out fenced.
+HeldRow: TypeAlias = tuple[int, int, int, int, int, int, int, int | None, int | None, bytes | None, int, int]
 #: The first push of an XCom in a step that the step itself superseded: is it a re-send of
-#: the stored row? ``(tis position, key, partition, offset, producer, try, content hash)``.
-ProbeRow: TypeAlias = tuple[int, str, int, int, str, int, bytes]
+#: the stored row? ``(tis position, key, partition, offset, producer, try, codec, content hash)``.
+ProbeRow: TypeAlias = tuple[int, str, int, int, str, int, str, bytes]
 #: An override, a step by itself: the task instance, key, value (None: delete), codec,
 #: timestamp, producer, actor, partition, offset.
 OverrideRow: TypeAlias = tuple[str, str, str, int, str, bytes | None, str | None, int, str, str, int, int]
@@ -243,23 +247,50 @@ VERSION_COLUMNS = ("ident, kafka_partition, kafka_offset, kind, try_number, ts, 
 _ti_json = msgspec.json.Encoder().encode
 
 
-def ident_prefix(dag_id: str, run_id: str, task_id: str, map_index: int) -> bytes:
-    """What :func:`version_ident` hashes before the key: the task instance as its message
-    key (compact JSON, as ``events.TaskInstanceKey.encode``), then a NUL."""
-    return _ti_json((dag_id, run_id, task_id, map_index)) + b"\0"
+def _hash32(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=4).digest(), "big")
 
 
-def version_ident(prefix: bytes, key: str = "") -> int:
-    """The version index's 64-bit id of an XCom (``key`` '': the clears of its task
-    instance), from :func:`ident_prefix`. Stable across processes and versions: the index
-    of a rebuilt view must equal the live one."""
-    digest = hashlib.blake2b(prefix + key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def ti_ident(dag_id: str, run_id: str, task_id: str, map_index: int) -> int:
+    """A task instance's 64-bit id, combined with a key by :func:`version_ident`: BLAKE2b of
+    its DAG run in the high 32 bits, of its task and map index in the low 32.
+
+    The run first, because that is what keeps writing the index cheap: a batch's events
+    belong to a few DAG runs, so its index rows land in a few narrow ranges of the B-tree
+    instead of on every page of it (a hash of the whole identity would rewrite the whole
+    index on every batch, and more as it grows)."""
+    ident = _hash32(_ti_json((dag_id, run_id))) << 32 | _hash32(_ti_json((task_id, map_index)))
+    return ident - (1 << 64) if ident >= 1 << 63 else ident  # SQLite's integers are signed
 
 
-def content_hash(codec: str, value: bytes | bytearray) -> bytes:
-    """The first 8 bytes of the SHA-256 of a value and its codec (the index's ``hash8``)."""
-    return hashlib.sha256(codec.encode() + b"\0" + value).digest()[:8]
+@functools.lru_cache(maxsize=4096)
+def _key_hash(key: str) -> int:
+    # Cached: the same few keys (return_value...) come back on most events, so an index row
+    # costs one XOR instead of a hash of the whole identity.
+    return _hash32(b"\x01" + key.encode())
+
+
+def version_ident(ti: int, key: str = "") -> int:
+    """The version index's 64-bit id of an XCom of the task instance whose
+    :func:`ti_ident` is ``ti`` (``key`` '': the clears of that task instance; the key
+    changes the low 32 bits only, so a run's versions stay together). Stable across
+    processes and versions: the index of a rebuilt view must equal the live one. Two
+    identities may share an id; readers check the record they fetch."""
+    return ti ^ _key_hash(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def name_id(name: str) -> int:
+    """The id of a producer or actor name in the version index: 63 bits of its BLAKE2b (a
+    hash, not a counter, so every view of a log numbers names alike and fold numbers them
+    without reading the view; a task process is a producer, so there are many)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def content_hash(value: bytes | bytearray) -> bytes:
+    """The first 8 bytes of the SHA-256 of a value (the index's ``hash8``)."""
+    return hashlib.sha256(value).digest()[:8]
+
 
 _SET_ROW = """
     value=excluded.value, codec=excluded.codec, timestamp=excluded.timestamp,
@@ -296,17 +327,9 @@ ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET
     kafka_partition=excluded.kafka_partition, kafka_offset=excluded.kafka_offset
 """
 _DELETE_ROW = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=? AND key=?"
-_NAME = "INSERT OR IGNORE INTO name (name) VALUES (?)"
-#: One :data:`VersionRow`. Names become ids by a lookup in SQL, and the row's last element
-#: (the task instance's position, read only by the writer's decision) is bound as parameter
-#: 12 and merely tested, so the rows of a step are bound as they arrive, with no per-row
-#: work in Python.
-_VERSION = f"""
-INSERT INTO xcom_version ({VERSION_COLUMNS})
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, (SELECT id FROM name WHERE name = ?7), (SELECT id FROM name WHERE name = ?8),
-       ?9, ?10, ?11
-WHERE ?12 IS NOT NULL
-"""
+_NAME = "INSERT OR IGNORE INTO name (id, name) VALUES (?, ?)"
+#: One :data:`VersionRow`, bound as it arrives: the common step needs no per-row work in Python.
+_VERSION = f"INSERT INTO xcom_version ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _TRY = ("INSERT INTO ti_try (dag_id, run_id, task_id, map_index, try_number) VALUES (?,?,?,?,?) "
         "ON CONFLICT DO UPDATE SET try_number=excluded.try_number")
 _RUN = """
@@ -351,8 +374,8 @@ _WireRow: TypeAlias = tuple[str, str, str, int, str, bytearray, str, int, int | 
                             int]
 _decode_rows = msgspec.msgpack.Decoder(list[_WireRow]).decode
 #: A chunk of :data:`VersionRow` s, the hash as a bytearray for the same reason.
-_WireVersion: TypeAlias = tuple[int, int, int, int, int, int, str, str | None, int | None, bytearray | None,
-                                int, int]
+_WireVersion: TypeAlias = tuple[int, int, int, int, int, int, int, int | None, int | None, bytearray | None,
+                                int]
 _decode_versions = msgspec.msgpack.Decoder(list[_WireVersion]).decode
 
 
@@ -407,14 +430,14 @@ class ViewBatch:
         self.versions: list[VersionRow] = []
         #: Pushes that repeat the step's current row of their XCom (re-sends): indexed only
         #: if their task instance turns out fenced (then nothing was a current row).
-        self.held: list[VersionRow] = []
+        self.held: list[HeldRow] = []
         #: First pushes of an XCom in the step that the step superseded (see ProbeRow).
         self.probes: list[ProbeRow] = []
         #: ``(partition, offset)`` of the upserts that are not their XCom's first push in the
         #: step (a re-send is judged against the stored row only for first pushes).
         self.repeated: list[tuple[int, int]] = []
-        #: Producer and actor names of the step, in the order the log first mentions them.
-        self.names: list[str] = []
+        #: ``(name_id, name)`` of the step's producers.
+        self.names: list[tuple[int, str]] = []
         #: The step is this one override (and nothing else).
         self.override: OverrideRow | None = None
         #: The next step, applied after this one in the same transaction.
@@ -439,10 +462,10 @@ class EncodedStep(NamedTuple):
     tis: list[TryRow]
     #: The version rows, sorted by the index's key, as encoded chunks.
     versions: list[bytes]
-    held: list[VersionRow]
+    held: list[HeldRow]
     probes: list[ProbeRow]
     repeated: list[tuple[int, int]]
-    names: list[str]
+    names: list[tuple[int, str]]
     override: OverrideRow | None
 
 
@@ -461,10 +484,10 @@ class EncodedBatch(NamedTuple):
     collect_replaced: bool
     tis: list[TryRow]
     versions: list[bytes]
-    held: list[VersionRow]
+    held: list[HeldRow]
     probes: list[ProbeRow]
     repeated: list[tuple[int, int]]
-    names: list[str]
+    names: list[tuple[int, str]]
     override: OverrideRow | None
     later: list[EncodedStep]
 
@@ -480,15 +503,11 @@ def _chunked(rows: list[Any]) -> list[bytes]:
 
 
 def _encode_step(step: ViewBatch) -> EncodedStep:
-    # Both sorted by their primary key (distinct in a step), so SQLite walks its B-trees
-    # forward instead of jumping.
-    return EncodedStep(step.clears, _chunked(sorted(step.upserts)), step.tis,
-                       _chunked(sorted(step.versions, key=_version_key)), step.held, step.probes,
-                       step.repeated, step.names, step.override)
-
-
-def _version_key(row: VersionRow) -> tuple[int, int, int]:
-    return row[0], row[1], row[2]
+    # Both sorted by their primary key, so SQLite walks its B-trees forward instead of
+    # jumping. The keys are distinct in a step (an XCom's rows; a version's ident, partition
+    # and offset), so tuples sort by them alone.
+    return EncodedStep(step.clears, _chunked(sorted(step.upserts)), step.tis, _chunked(sorted(step.versions)),
+                       step.held, step.probes, step.repeated, step.names, step.override)
 
 
 def encode_batch(batch: ViewBatch, *, collect_replaced: bool = False) -> EncodedBatch:
@@ -610,7 +629,7 @@ class _Step(NamedTuple, Generic[_Chunk, _VChunk]):
     held: Sequence[Sequence[Any]]
     probes: Sequence[Sequence[Any]]
     repeated: Sequence[Sequence[int]]
-    names: Sequence[str]
+    names: Sequence[Sequence[Any]]
     override: Sequence[Any] | None
 
 
@@ -767,13 +786,13 @@ class ViewStore:
         resent: set[tuple[int, int]] = set()
         if step.probes:
             newer_tis = set(newer)
-            for pos, key_, partition, offset, producer, try_number, digest in step.probes:
+            for pos, key_, partition, offset, producer, try_number, codec, digest in step.probes:
                 ti = tuple(step.tis[pos][:4])
                 if pos in fenced or ti in newer_tis:
                     continue
                 row = db.execute(_SELECT_ROW, (*ti, key_)).fetchone()
                 if row is not None and row[9] == producer and row[10] == try_number and \
-                        content_hash(row[6], row[5]) == digest:
+                        row[6] == codec and content_hash(row[5]) == digest:
                     resent.add((partition, offset))
         clears = [c for c in step.clears if tuple(c[:4]) not in fenced_tis] if fenced_tis else step.clears
         repeated = {tuple(r) for r in step.repeated}
@@ -799,15 +818,17 @@ class ViewStore:
             if db.total_changes - before < len(first):  # some were re-sends of the stored row
                 resent |= self._unchanged(first)
         if step.names:
-            db.executemany(_NAME, [(name,) for name in step.names])
+            db.executemany(_NAME, step.names)
+        # The version rows of fenced task instances' events, by position.
+        fenced_at = {(step.tis[pos][5], offset) for pos in fenced for offset in step.tis[pos][6]}
         for vchunk in step.versions:
             versions = step.versions_of(vchunk)
-            if fenced or resent:
-                versions = [(*v[:10], 1, v[11]) if v[11] in fenced else v for v in versions
+            if fenced_at or resent:
+                versions = [(*v[:10], 1) if (v[1], v[2]) in fenced_at else v for v in versions
                             if (v[1], v[2]) not in resent]
             db.executemany(_VERSION, versions)
         if fenced and step.held:
-            db.executemany(_VERSION, [(*v[:10], 1, v[11]) for v in step.held if v[11] in fenced])
+            db.executemany(_VERSION, [(*v[:10], 1) for v in step.held if v[11] in fenced])
         tries.write()
 
     def _override(self, op: Sequence[Any], tries: _Tries, replaced: list[XComRecord] | None) -> None:
@@ -822,11 +843,11 @@ class ViewStore:
         else:
             self._db.execute(_OVERRIDE_UPSERT, (*ti, key, value, codec, ts, producer, current, partition,
                                                 offset))
-        self._db.executemany(_NAME, [(producer,), (actor,)])
-        self._db.execute(_VERSION, (version_ident(ident_prefix(*ti), key), partition, offset, KIND_OVERRIDE,
-                                    current, ts, producer, actor, None if value is None else len(value),
-                                    None if value is None or codec is None else content_hash(codec, value),
-                                    0, 0))
+        self._db.executemany(_NAME, [(name_id(producer), producer), (name_id(actor), actor)])
+        self._db.execute(_VERSION, (version_ident(ti_ident(*ti), key), partition, offset, KIND_OVERRIDE,
+                                    current, ts, name_id(producer), name_id(actor),
+                                    None if value is None else len(value),
+                                    None if value is None else content_hash(value), 0))
 
     def _unchanged(self, rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
         """``(partition, offset)`` of the rows an upsert left as they were (re-sends)."""

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from .errors import ViewNotReadyError, XComQueryError, XComViewError
 from .limits import MAX_PAGE
 from .records import XComRecord
-from .store import COLUMNS, KIND_CLEAR, KIND_OVERRIDE, KIND_PUSH, DeadLetter, ident_prefix, version_ident
+from .store import COLUMNS, KIND_CLEAR, KIND_OVERRIDE, KIND_PUSH, DeadLetter, ti_ident, version_ident
 
 __all__ = ["MAX_PAGE", "VersionEntry", "VersionState", "ViewNotReadyError", "ViewReader"]
 
@@ -47,7 +47,7 @@ class VersionEntry(NamedTuple):
     actor: str | None
     #: Bytes of the value (None: a clear, an override that deletes).
     size: int | None
-    #: The first 8 bytes of the SHA-256 of codec and value (store.content_hash).
+    #: The first 8 bytes of the SHA-256 of the value (store.content_hash).
     content_hash: bytes | None
     #: An event of an older try than its task instance's current one: kept, never applied.
     fenced: bool
@@ -295,10 +295,10 @@ class ViewReader:
                  key: str) -> list[VersionEntry]:
         """Every indexed event of one XCom and every clear of its task instance, in log order
         (a task instance lives in one partition)."""
-        prefix = ident_prefix(dag_id, run_id, task_id, map_index)
+        ti = ti_ident(dag_id, run_id, task_id, map_index)
         return [_entry(r) for r in self._query(
             f"{_VERSION_SELECT}WHERE v.ident IN (?, ?) ORDER BY v.kafka_partition, v.kafka_offset",
-            (version_ident(prefix, key), version_ident(prefix)))]
+            (version_ident(ti, key), version_ident(ti)))]
 
     def try_version(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str,
                     try_number: int) -> VersionEntry | None:

@@ -27,7 +27,7 @@ from xcombus.store import (
     ViewStore,
     content_hash,
     encode_batch,
-    ident_prefix,
+    ti_ident,
     version_ident,
 )
 from xcombus.view import ViewReader
@@ -50,7 +50,7 @@ def model(log: list[Event], partition: int = 0) -> tuple[list[tuple[Any, ...]], 
     for offset, (raw_key, raw_value) in enumerate(log):
         ti = tuple(decode_ti_key(raw_key))
         event = decode_event(raw_value)
-        prefix = ident_prefix(*ti)
+        ti_hash = ti_ident(*ti)
         current = tries.get(ti, 1)
         if isinstance(event, Override):
             if event.value is None:
@@ -59,16 +59,16 @@ def model(log: list[Event], partition: int = 0) -> tuple[list[tuple[Any, ...]], 
                 old = rows.get((*ti, event.key))
                 rows[(*ti, event.key)] = (*ti, event.key, event.value, event.codec, event.ts,
                                           old[8] if old else None, event.producer, current, partition, offset)
-            versions.append((version_ident(prefix, event.key), partition, offset, 2, current, event.ts,
+            versions.append((version_ident(ti_hash, event.key), partition, offset, 2, current, event.ts,
                              event.producer, event.actor, None if event.value is None else len(event.value),
-                             None if event.value is None else content_hash(event.codec or "", event.value), 0))
+                             None if event.value is None else content_hash(event.value), 0))
             continue
         effective = max(event.try_number, 1)
         is_push = isinstance(event, Push)
-        ident = version_ident(prefix, event.key) if isinstance(event, Push) else version_ident(prefix)
+        ident = version_ident(ti_hash, event.key) if isinstance(event, Push) else version_ident(ti_hash)
         version = (ident, partition, offset, 0 if is_push else 1, event.try_number, event.ts, event.producer,
                    None, len(event.value) if isinstance(event, Push) else None,
-                   content_hash(event.codec, event.value) if isinstance(event, Push) else None)
+                   content_hash(event.value) if isinstance(event, Push) else None)
         if effective < current:
             versions.append((*version, 1))
             continue
@@ -246,7 +246,7 @@ def test_a_log_without_retries_or_overrides_folds_into_one_step() -> None:
     batch = fold({0: recs(push("a", b"1"), push("b", b"2", OTHER), clear(), push("a", b"3"))}, {},
                  MsgspecXCom)
     assert batch.then is None and batch.override is None
-    assert batch.tis == [(*TI, 1), (*OTHER, 1)]
+    assert batch.tis == [(*TI, 1, 0, [0, 2, 3]), (*OTHER, 1, 0, [1])]  # try, partition, version offsets
     assert [v[2] for v in batch.versions] == [0, 1, 2, 3]
 
 
@@ -254,7 +254,7 @@ def test_a_newer_try_or_an_override_cuts_the_batch_into_steps() -> None:
     batch = fold({0: recs(push("a", b"1"), push("a", b"2", try_number=2), override("a", b"3"),
                           push("a", b"1", try_number=1))}, {}, MsgspecXCom)
     steps = batch.steps()
-    assert [s.tis for s in steps] == [[(*TI, 1)], [(*TI, 2)], [], []]
+    assert [[ti[:5] for ti in s.tis] for s in steps] == [[(*TI, 1)], [(*TI, 2)], [], []]
     assert steps[2].override is not None and steps[2].override[4:6] == ("a", b"3")
     assert [v[10] for v in steps[3].versions] == [1]  # fold knows try 1 is older than try 2
 
@@ -273,7 +273,7 @@ def test_versions_and_try_version_read_the_index(tmp_path: Path) -> None:
             (0, "push", 1, False), (2, "push", 1, False), (3, "clear", 2, False), (4, "push", 2, False),
             (5, "push", 1, True), (6, "override", 2, False)]
         assert versions[-1].actor == "bob" and versions[0].producer == "p" and versions[0].size == 1
-        assert versions[0].content_hash == content_hash(MsgspecXCom.codec, b"1")
+        assert versions[0].content_hash == content_hash(b"1")
         last_of_try_1 = reader.try_version("dag", "run", "task", -1, "k", 1)
         assert last_of_try_1 is not None and last_of_try_1.offset == 5  # the fenced push: try 1 pushed it
         assert reader.try_version("dag", "run", "task", -1, "k", 3) is None
