@@ -147,8 +147,9 @@ CREATE TABLE IF NOT EXISTS name (
 );
 -- The version index: per XCom (ident: a 64-bit hash of its identity, see version_ident; a
 -- clear is filed under its task instance with the key ''), every event in log order. Hashes,
--- not identities, keep a row near 40 bytes; a reader that fetches the record checks the
--- identity (two identities sharing a hash are told apart there).
+-- not identities, keep a row small (tests/unit/test_versions.py holds it to 64 bytes per
+-- event in the file); a reader that fetches the record checks the identity (two identities
+-- sharing a hash are told apart there).
 CREATE TABLE IF NOT EXISTS xcom_version (
     ident           INTEGER NOT NULL,
     kafka_partition INTEGER NOT NULL,
