@@ -317,3 +317,50 @@ def test_an_old_reader_dead_letters_an_override_rather_than_misreading_it() -> N
         msgspec.msgpack.Decoder(Push | Clear).decode(raw)
     batch = fold({0: [Rec(0, TI.encode(), raw)]}, {}, MsgspecXCom)
     assert batch.override is not None and not batch.dead  # this reader applies it
+
+
+# -- the other writers of the view --------------------------------------------------------------
+
+def test_rows_a_newer_try_drops_are_collected_for_purging_backends(tmp_path: Path) -> None:
+    with ViewStore.open(tmp_path / "v.db", topic="t") as store:
+        store.write(fold({0: recs(push("a", b"1"), push("b", b"2", OTHER))}, {}, MsgspecXCom))
+        batch = fold({0: recs(push("c", b"3", try_number=2), start=2)}, {0: 2}, MsgspecXCom)
+        replaced = store.write(batch, collect_replaced=True)
+    assert [(r.task_id, r.key, r.value) for r in replaced] == [("task", "a", b"1")]
+
+
+class _Custom(MsgspecXCom):
+    """Also reads the codec a misconfigured materializer dead-lettered."""
+
+    readable_codecs = frozenset({"custom/1"})
+
+
+def test_a_retried_dead_letter_of_an_older_try_is_fenced(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with ViewStore.open(path, topic="t") as store:
+        store.write(fold({0: recs(push("a", b"1", codec="custom/1"), push("b", b"2", try_number=2))}, {},
+                         MsgspecXCom))
+        dead = store.dead_letters()
+        assert [d.offset for d in dead] == [0]
+        outcome = store.retry(fold({0: dead}, {}, _Custom), [(d.partition, d.offset) for d in dead])
+        assert outcome.applied == 0 and store.dead_letters() == []
+    assert values(view_state(path)) == {("task", "b"): b"2"}
+
+
+def test_verify_compares_the_version_indexes_and_tries(tmp_path: Path) -> None:
+    from xcombus.rebuild import verify
+
+    log = [push("a", b"1"), push("a", b"2", try_number=2)]
+    a, b = write(tmp_path / "a.db", log), write(tmp_path / "b.db", log, 1)
+    assert verify(a, b).same
+    db = sqlite3.connect(b)
+    db.execute("UPDATE xcom_version SET fenced = 1 WHERE kafka_offset = 0")
+    db.execute("DELETE FROM ti_try")
+    db.commit()
+    db.close()
+    result = verify(a, b)
+    assert not result.same and result.differences == []
+    assert result.version_differences == [  # the index row on either side, the try only in A
+        "only in A: version index row at 0:0 (kind 0, try 1, fenced 0)",
+        "only in A: dag/run/task[-1] at try 2",
+        "only in B: version index row at 0:0 (kind 0, try 1, fenced 1)"]
