@@ -43,6 +43,7 @@ from .store import (
     Row,
     ViewBatch,
     content_hash,
+    key_hash,
     name_id,
     ti_ident,
     version_ident,
@@ -126,6 +127,8 @@ def fold(
     #: task instance -> the highest try of its pushes and clears so far in the batch.
     top: dict[TaskInstanceKey, int] = {}
     hashes: dict[TaskInstanceKey, int] = {}
+    #: XCom key -> store.key_hash (version_ident inlined: it runs once per push).
+    key_hashes: dict[str, int] = {}
 
     def new_step() -> _Step:
         nonlocal step
@@ -268,8 +271,11 @@ def fold(
                     batch.superseded.append(previous)
             elif ti in step.cleared:
                 step.repeated.add((partition, offset))
-            step.batch.versions.append((version_ident(ti_hash, key), partition, offset, KIND_PUSH, try_number,
-                                        event.ts, producer_id, None, len(value), content_hash(value), 0))
+            hashed = key_hashes.get(key)
+            if hashed is None:
+                hashed = key_hashes[key] = key_hash(key)
+            step.batch.versions.append((ti_hash ^ hashed, partition, offset, KIND_PUSH, try_number, event.ts,
+                                        producer_id, None, len(value), content_hash(value), 0))
             marks.append(offset)
             logical_date: int | str
             if event.logical_date is None:
