@@ -6,10 +6,11 @@ and messages are folded in log order, so writing the folded batch equals applyin
 event one by one. Anything that is not a valid event of ours becomes a dead letter with
 the reason (invariant 7): a message is never misread, and the ones around it still apply.
 
-Tries and versions (the rule is in :mod:`xcombus.store`): fold indexes every event (one
-version row each), fences a push or clear of an older try than one the batch already saw
-for its task instance, and recognises a push that repeats its XCom's current row of the
-batch (a re-send). What needs the view's stored state, the stored try of each task
+Tries and versions (the rule is in :mod:`xcombus.store`): fold indexes the events that never
+become a row of the view (clears, fenced events, pushes the batch itself supersedes; a row is
+indexed when it leaves the view), fences a push or clear of an older try than one the batch
+already saw for its task instance, and recognises a push that repeats its XCom's current row
+of the batch (a re-send). What needs the view's stored state, the stored try of each task
 instance and the stored rows, is left to :meth:`xcombus.store.ViewStore.write`: fold cuts
 the batch into *steps* so that, per task instance, the pushes and clears of a step have
 one try (the writer compares it with the stored one) and an override is a step by itself.
@@ -43,7 +44,6 @@ from .store import (
     Row,
     ViewBatch,
     content_hash,
-    key_hash,
     name_id,
     ti_ident,
     version_ident,
@@ -91,11 +91,25 @@ class _Step:
         batch = self.batch
         return not (self.tis or batch.clears or batch.versions or batch.held or batch.override)
 
+    def name(self, producer: str) -> int:
+        """The producer's name_id, remembered for the step's name table."""
+        ident = self.names.get(producer)
+        if ident is None:
+            ident = self.names[producer] = name_id(producer)
+        return ident
+
     def gone(self, row: Row) -> None:
-        """A row of the step was superseded or cleared within it: if it was its XCom's first
-        write, the writer must still tell whether it was a re-send of the stored row."""
+        """A row of the step was superseded or cleared within it, so it never reaches the
+        view: index it here (a row that reaches the view is indexed when it leaves it, see
+        store._TRIGGERS). If it was its XCom's first write, the writer must still tell whether
+        it was a re-send of the stored row."""
+        pos = self.tis[TaskInstanceKey(*row[:4])]
+        ti = self.batch.tis[pos]
+        self.batch.versions.append((version_ident(ti_ident(*row[:4]), row[4]), row[11], row[12], KIND_PUSH,
+                                    row[10], row[7], self.name(row[9]), None, len(row[5]),
+                                    content_hash(row[5]), 0))
+        ti[6].append(row[12])
         if (row[11], row[12]) not in self.repeated:
-            pos = self.tis[TaskInstanceKey(*row[:4])]
             self.batch.probes.append((pos, row[4], row[11], row[12], row[9], row[10], row[6],
                                       content_hash(row[5])))
 
@@ -127,8 +141,6 @@ def fold(
     #: task instance -> the highest try of its pushes and clears so far in the batch.
     top: dict[TaskInstanceKey, int] = {}
     hashes: dict[TaskInstanceKey, int] = {}
-    #: XCom key -> store.key_hash (version_ident inlined: it runs once per push).
-    key_hashes: dict[str, int] = {}
 
     def new_step() -> _Step:
         nonlocal step
@@ -218,17 +230,14 @@ def fold(
             try_number = event.try_number
             effective = try_number if try_number > 1 else 1
             producer = event.producer
-            producer_id = step.names.get(producer)
-            if producer_id is None:
-                producer_id = step.names[producer] = name_id(producer)
             if effective != ti_try:  # not the try this task instance had in this step so far
                 if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
                     step.batch.versions.append(
                         (version_ident(ti_hash, event.key), partition, offset, KIND_PUSH, try_number,
-                         event.ts, producer_id, None, len(event.value), content_hash(event.value), 1)
+                         event.ts, step.name(producer), None, len(event.value), content_hash(event.value), 1)
                         if isinstance(event, Push) else
                         (version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number, event.ts,
-                         producer_id, None, None, None, 1))
+                         step.name(producer), None, None, None, 1))
                     continue
                 if ti in step.tis:  # a newer try of this task instance: judged against the stored one anew
                     new_step()
@@ -248,7 +257,7 @@ def fold(
                 step.batch.clears.append((*ti, partition, offset))
                 step.cleared.add(ti)
                 step.batch.versions.append((version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number,
-                                            event.ts, producer_id, None, None, None, 0))
+                                            event.ts, step.name(producer), None, None, None, 0))
                 marks.append(offset)
                 continue
             key, value, codec = event.key, event.value, event.codec  # a push has all three
@@ -262,7 +271,7 @@ def fold(
                         previous[5] == value:
                     # A re-send of the current row: no version, unless the task instance is fenced.
                     step.batch.held.append((version_ident(ti_hash, key), partition, offset, KIND_PUSH,
-                                            try_number, event.ts, producer_id, None, len(value),
+                                            try_number, event.ts, step.name(producer), None, len(value),
                                             content_hash(value), 1, pos))
                     continue
                 step.gone(previous)
@@ -271,12 +280,6 @@ def fold(
                     batch.superseded.append(previous)
             elif ti in step.cleared:
                 step.repeated.add((partition, offset))
-            hashed = key_hashes.get(key)
-            if hashed is None:
-                hashed = key_hashes[key] = key_hash(key)
-            step.batch.versions.append((ti_hash ^ hashed, partition, offset, KIND_PUSH, try_number, event.ts,
-                                        producer_id, None, len(value), content_hash(value), 0))
-            marks.append(offset)
             logical_date: int | str
             if event.logical_date is None:
                 logical_date = ""  # NULL in the view, and bound faster than None (store.UPSERT)

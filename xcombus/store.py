@@ -12,8 +12,9 @@ reflects:
 - ``ti_try``: the current try of each task instance whose current try is above 1 (the
   fencing rule below; a task instance without a row is at try 1);
 - ``xcom_version``: the version index, one row per event of an XCom (push, override, fenced
-  push) and per clear (under its task instance), with ``name`` numbering the producer and
-  actor names it refers to;
+  push) and per clear (under its task instance), except the pushes that are still their
+  XCom's current row (the row is their entry until it leaves ``xcom``: :data:`_TRIGGERS`),
+  with ``name`` naming the producer and actor ids it refers to;
 - ``offsets``: per partition, the next offset to apply and how many events were applied;
 - ``dead_letter``: events that could not be applied, with partition, offset and reason;
 - ``meta``: the schema version and the topic this view folds.
@@ -147,10 +148,10 @@ CREATE TABLE IF NOT EXISTS name (
     name TEXT NOT NULL
 );
 -- The version index: per XCom (ident: a 64-bit hash of its identity, see version_ident; a
--- clear is filed under its task instance with the key ''), every event in log order. Hashes,
--- not identities, keep a row small (tests/unit/test_versions.py holds it to 64 bytes per
--- event in the file); a reader that fetches the record checks the identity (two identities
--- sharing a hash are told apart there).
+-- clear is filed under its task instance with the key ''), every event but the current rows
+-- (a row is indexed when it leaves xcom). Hashes, not identities, keep a row small
+-- (tests/unit/test_versions.py holds it to 64 bytes); a reader that fetches the record
+-- checks the identity (two identities sharing a hash are told apart there).
 CREATE TABLE IF NOT EXISTS xcom_version (
     ident           INTEGER NOT NULL,
     kafka_partition INTEGER NOT NULL,
@@ -340,6 +341,38 @@ _DELETE_ROW = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND ma
 _NAME = "INSERT OR IGNORE INTO name (id, name) VALUES (?, ?)"
 #: One :data:`VersionRow`, bound as it arrives: the common step needs no per-row work in Python.
 _VERSION = f"INSERT INTO xcom_version ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+#: A row that leaves ``xcom`` (replaced by a newer version, deleted by a clear, a newer try
+#: or an override) is indexed then, as the push it was: while a push is its XCom's current
+#: row, the row is its index entry (ViewReader.versions adds it). So the common event, a push
+#: nothing replaced yet, costs the index nothing; the index still equals "every event but the
+#: current rows" whatever the batches, since a push replaced within a batch is indexed by fold.
+#: TEMP triggers (this connection only, calling the functions :func:`_register` defines): the
+#: view file's schema needs nothing of Python. NOT EXISTS rather than OR IGNORE (an outer
+#: statement's conflict handling overrides a trigger's): an override's row is indexed already.
+_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS xcom_replaced AFTER UPDATE ON main.xcom BEGIN
+    INSERT INTO name (id, name) SELECT xcombus_name_id(OLD.producer), OLD.producer
+        WHERE NOT EXISTS (SELECT 1 FROM name WHERE id = xcombus_name_id(OLD.producer));
+    INSERT INTO xcom_version (VERSION_COLUMNS) SELECT
+        xcombus_ident(OLD.dag_id, OLD.run_id, OLD.task_id, OLD.map_index, OLD.key), OLD.kafka_partition,
+        OLD.kafka_offset, 0, OLD.try_number, OLD.timestamp, xcombus_name_id(OLD.producer), NULL,
+        length(OLD.value), xcombus_content_hash(OLD.value), 0
+        WHERE NOT EXISTS (SELECT 1 FROM xcom_version WHERE kafka_partition = OLD.kafka_partition
+            AND kafka_offset = OLD.kafka_offset
+            AND ident = xcombus_ident(OLD.dag_id, OLD.run_id, OLD.task_id, OLD.map_index, OLD.key));
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS xcom_deleted AFTER DELETE ON main.xcom BEGIN
+    INSERT INTO name (id, name) SELECT xcombus_name_id(OLD.producer), OLD.producer
+        WHERE NOT EXISTS (SELECT 1 FROM name WHERE id = xcombus_name_id(OLD.producer));
+    INSERT INTO xcom_version (VERSION_COLUMNS) SELECT
+        xcombus_ident(OLD.dag_id, OLD.run_id, OLD.task_id, OLD.map_index, OLD.key), OLD.kafka_partition,
+        OLD.kafka_offset, 0, OLD.try_number, OLD.timestamp, xcombus_name_id(OLD.producer), NULL,
+        length(OLD.value), xcombus_content_hash(OLD.value), 0
+        WHERE NOT EXISTS (SELECT 1 FROM xcom_version WHERE kafka_partition = OLD.kafka_partition
+            AND kafka_offset = OLD.kafka_offset
+            AND ident = xcombus_ident(OLD.dag_id, OLD.run_id, OLD.task_id, OLD.map_index, OLD.key));
+END;
+""".replace("VERSION_COLUMNS", VERSION_COLUMNS)
 _TRY = ("INSERT INTO ti_try (dag_id, run_id, task_id, map_index, try_number) VALUES (?,?,?,?,?) "
         "ON CONFLICT DO UPDATE SET try_number=excluded.try_number")
 _RUN = """
@@ -617,6 +650,15 @@ def ensure_schema(db: sqlite3.Connection, path: str | os.PathLike[str], topic: s
                             f"writes {SCHEMA_VERSION}: rebuild the view into a new file")
 
 
+def _register(db: sqlite3.Connection) -> None:
+    """The functions and TEMP triggers that index a row when it leaves ``xcom`` (:data:`_TRIGGERS`)."""
+    db.create_function("xcombus_ident", 5, lambda d, r, t, m, k: version_ident(ti_ident(d, r, t, m), k),
+                       deterministic=True)
+    db.create_function("xcombus_name_id", 1, name_id, deterministic=True)
+    db.create_function("xcombus_content_hash", 1, content_hash, deterministic=True)
+    db.executescript(_TRIGGERS)
+
+
 class RetryOutcome(NamedTuple):
     """What :meth:`ViewStore.retry` did."""
 
@@ -655,6 +697,14 @@ class _Tries:
         self._db = db
         self._known: dict[tuple[object, ...], int] = {}
         self._raised: dict[tuple[object, ...], int] = {}
+        self._none_stored: bool | None = None
+
+    def all_at_one(self) -> bool:
+        """True while every task instance is at try 1: none stored above it, none raised in
+        this transaction (a log without retries: then a step of try-1 events needs no read)."""
+        if self._none_stored is None:
+            self._none_stored = self._db.execute("SELECT 1 FROM ti_try LIMIT 1").fetchone() is None
+        return self._none_stored and not self._raised and not any(t > 1 for t in self._known.values())
 
     def of(self, tis: Sequence[tuple[object, ...]]) -> dict[tuple[object, ...], int]:
         """task instance -> its current try, for each of ``tis``."""
@@ -712,6 +762,7 @@ class ViewStore:
                 raise XComViewError(f"cannot open the view at {resolved}: {exc}") from exc
             try:
                 ensure_schema(db, resolved, topic)
+                _register(db)
             except BaseException as exc:
                 db.close()
                 if isinstance(exc, sqlite3.Error):
@@ -783,11 +834,14 @@ class ViewStore:
         db = self._db
         # Each task instance's try in the step against its stored one: older, its events of
         # the step are fenced; newer, its rows (all of older tries) go first.
-        current = tries.of([tuple(ti[:4]) for ti in step.tis])
         fenced: set[int] = set()
         fenced_tis: set[tuple[object, ...]] = set()
         newer: list[tuple[object, ...]] = []
-        for pos, ti in enumerate(step.tis):
+        judged = step.tis
+        if tries.all_at_one() and all(ti[4] == 1 for ti in judged):
+            judged = []  # every try is 1, stored and here: nothing is fenced or newer
+        current = tries.of([tuple(ti[:4]) for ti in judged])
+        for pos, ti in enumerate(judged):
             key, step_try = tuple(ti[:4]), ti[4]
             if step_try < current[key]:
                 fenced.add(pos)
@@ -819,9 +873,11 @@ class ViewStore:
         if clears:
             db.executemany(_CLEAR, [c[:4] for c in clears])
             db.executemany(_CLEAR_MARK, clears)
+        fenced_rows: list[Sequence[Any]] = []
         for chunk in step.chunks:
             rows = step.rows_of(chunk)
             if fenced_tis:
+                fenced_rows += [row for row in rows if tuple(row[:4]) in fenced_tis]
                 rows = [row for row in rows if tuple(row[:4]) not in fenced_tis]
             first = rows
             if repeated:
@@ -843,6 +899,11 @@ class ViewStore:
             db.executemany(_VERSION, versions)
         if fenced and step.held:
             db.executemany(_VERSION, [(*v[:10], 1) for v in step.held if v[11] in fenced])
+        if fenced_rows:  # the last pushes of fenced task instances: never rows, so indexed here
+            db.executemany(_NAME, {(name_id(row[9]), row[9]) for row in fenced_rows})
+            db.executemany(_VERSION, [
+                (version_ident(ti_ident(*row[:4]), row[4]), row[11], row[12], KIND_PUSH, row[10], row[7],
+                 name_id(row[9]), None, len(row[5]), content_hash(row[5]), 1) for row in fenced_rows])
         tries.write()
 
     def _override(self, op: Sequence[Any], tries: _Tries, replaced: list[XComRecord] | None) -> None:

@@ -18,7 +18,16 @@ from urllib.parse import quote
 from .errors import ViewNotReadyError, XComQueryError, XComViewError
 from .limits import MAX_PAGE
 from .records import XComRecord
-from .store import COLUMNS, KIND_CLEAR, KIND_OVERRIDE, KIND_PUSH, DeadLetter, ti_ident, version_ident
+from .store import (
+    COLUMNS,
+    KIND_CLEAR,
+    KIND_OVERRIDE,
+    KIND_PUSH,
+    DeadLetter,
+    content_hash,
+    ti_ident,
+    version_ident,
+)
 
 __all__ = ["MAX_PAGE", "VersionEntry", "VersionState", "ViewNotReadyError", "ViewReader"]
 
@@ -293,12 +302,21 @@ class ViewReader:
 
     def versions(self, dag_id: str, run_id: str, task_id: str, map_index: int,
                  key: str) -> list[VersionEntry]:
-        """Every indexed event of one XCom and every clear of its task instance, in log order
-        (a task instance lives in one partition)."""
+        """Every version of one XCom and every clear of its task instance, in log order (a
+        task instance lives in one partition): the index, and the XCom's current row, which
+        is its own index entry until it is replaced (store._TRIGGERS)."""
         ti = ti_ident(dag_id, run_id, task_id, map_index)
-        return [_entry(r) for r in self._query(
+        found = [_entry(r) for r in self._query(
             f"{_VERSION_SELECT}WHERE v.ident IN (?, ?) ORDER BY v.kafka_partition, v.kafka_offset",
             (version_ident(ti, key), version_ident(ti)))]
+        current = self.get(dag_id, run_id, task_id, map_index, key)
+        if current is not None and (current.partition, current.offset) not in {(v.partition, v.offset)
+                                                                               for v in found}:
+            found.append(VersionEntry(current.partition, current.offset, "push", current.try_number,
+                                      current.timestamp, current.producer, None, len(current.value),
+                                      content_hash(current.value), False))
+            found.sort(key=lambda v: (v.partition, v.offset))
+        return found
 
     def try_version(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str,
                     try_number: int) -> VersionEntry | None:

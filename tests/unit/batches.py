@@ -20,7 +20,7 @@ from xcombus.events import (
     encode_event,
 )
 from xcombus.fold import fold
-from xcombus.store import COLUMNS, ViewBatch
+from xcombus.store import COLUMNS, KIND_PUSH, ViewBatch, content_hash, ti_ident, version_ident
 
 
 class Rec(NamedTuple):
@@ -72,18 +72,23 @@ def stored(path: Path) -> list[XComRecord]:
 
 def view_state(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """What the version rules decide, read with sqlite3: the rows, the current tries and the
-    version index (names resolved), each in key order."""
+    version index (names resolved) with the current rows as the push versions they are (the
+    index table lists a row once it left the view), each in key order."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute(f"SELECT {COLUMNS} FROM xcom ORDER BY dag_id, run_id, task_id, map_index, key")
-        tries = db.execute("SELECT * FROM ti_try ORDER BY dag_id, run_id, task_id, map_index")
+        rows = db.execute(f"SELECT {COLUMNS} FROM xcom ORDER BY dag_id, run_id, task_id, map_index, "
+                          "key").fetchall()
+        tries = db.execute("SELECT * FROM ti_try ORDER BY dag_id, run_id, task_id, map_index").fetchall()
         versions = db.execute(
             "SELECT v.ident, v.kafka_partition, v.kafka_offset, v.kind, v.try_number, v.ts, p.name, a.name, "
             "v.size, v.hash8, v.fenced FROM xcom_version v JOIN name p ON p.id = v.producer_id "
-            "LEFT JOIN name a ON a.id = v.actor_id ORDER BY v.kafka_partition, v.kafka_offset")
-        return rows.fetchall(), tries.fetchall(), versions.fetchall()
+            "LEFT JOIN name a ON a.id = v.actor_id").fetchall()
     finally:
         db.close()
+    indexed = {(v[1], v[2]) for v in versions}
+    versions += [(version_ident(ti_ident(*r[:4]), r[4]), r[11], r[12], KIND_PUSH, r[10], r[7], r[9], None,
+                  len(r[5]), content_hash(r[5]), 0) for r in rows if (r[11], r[12]) not in indexed]
+    return rows, tries, sorted(versions, key=lambda v: (v[1], v[2]))
 
 
 def _reader_process(path: str, ready: Any, done: Any, out: Any) -> None:
