@@ -140,7 +140,6 @@ def fold(
     runs: dict[tuple[str, str], int] = {}
     #: task instance -> the highest try of its pushes and clears so far in the batch.
     top: dict[TaskInstanceKey, int] = {}
-    hashes: dict[TaskInstanceKey, int] = {}
 
     def new_step() -> _Step:
         nonlocal step
@@ -150,15 +149,16 @@ def fold(
         return step
 
     # The hot loop runs once per event: a task instance's events arrive together, so its
-    # decoded key, hash, position in the step and row dict are reused while the raw key
-    # repeats, and XCom keys and codecs already checked in this batch are not checked again.
+    # decoded key, position in the step and row dict are reused while the raw key repeats,
+    # and XCom keys and codecs already checked in this batch are not checked again.
     last_raw: bytes | None = None
     ti: TaskInstanceKey  # set by the first message: last_raw starts as None
-    ti_hash = 0
     #: The task instance's position in the step's tis, its try there (0: none yet) and the
     #: offsets of its version rows there.
     pos, ti_try = -1, 0
     marks: list[int] = []
+    #: Whether it was cleared in the step (a later push is then not its XCom's first write).
+    ti_cleared = False
     key: str
     codec: str | None
     value: bytes | None
@@ -179,11 +179,11 @@ def fold(
                     last_raw = None  # a key that fails to decode must not be reused
                     ti = decode_ti_key(raw)
                     rows = step.by_ti.get(ti)
-                    ti_hash = hashes.get(ti) or hashes.setdefault(ti, ti_ident(*ti))
                     pos = step.tis.get(ti, -1)
-                    ti_try = 0
+                    ti_try, ti_cleared = 0, False
                     if pos >= 0:
                         ti_try, marks = step.batch.tis[pos][4], step.batch.tis[pos][6]
+                        ti_cleared = ti in step.cleared
                     last_raw = raw
                 event = decode_event(message.value)
                 if isinstance(event, Clear):
@@ -223,7 +223,7 @@ def fold(
                 step.batch.override = (*ti, key, value, codec, event.ts, event.producer, event.actor,
                                        partition, offset)
                 new_step()
-                rows, pos, ti_try = None, -1, 0
+                rows, pos, ti_try, ti_cleared = None, -1, 0, False
                 continue
 
             # A push or a clear. A try below 1 counts as 1 (the stored default).
@@ -233,15 +233,15 @@ def fold(
             if effective != ti_try:  # not the try this task instance had in this step so far
                 if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
                     step.batch.versions.append(
-                        (version_ident(ti_hash, event.key), partition, offset, KIND_PUSH, try_number,
+                        (version_ident(ti_ident(*ti), event.key), partition, offset, KIND_PUSH, try_number,
                          event.ts, step.name(producer), None, len(event.value), content_hash(event.value), 1)
                         if isinstance(event, Push) else
-                        (version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number, event.ts,
+                        (version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR, try_number, event.ts,
                          step.name(producer), None, None, None, 1))
                     continue
                 if ti in step.tis:  # a newer try of this task instance: judged against the stored one anew
                     new_step()
-                    rows = None
+                    rows, ti_cleared = None, False
                 top[ti] = ti_try = effective
                 pos = step.tis[ti] = len(step.batch.tis)
                 marks = []
@@ -256,8 +256,9 @@ def fold(
                         batch.superseded.extend(gone.values())
                 step.batch.clears.append((*ti, partition, offset))
                 step.cleared.add(ti)
-                step.batch.versions.append((version_ident(ti_hash), partition, offset, KIND_CLEAR, try_number,
-                                            event.ts, step.name(producer), None, None, None, 0))
+                ti_cleared = True
+                step.batch.versions.append((version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR,
+                                            try_number, event.ts, step.name(producer), None, None, None, 0))
                 marks.append(offset)
                 continue
             key, value, codec = event.key, event.value, event.codec  # a push has all three
@@ -270,7 +271,7 @@ def fold(
                 if previous[9] == producer and previous[10] == try_number and previous[6] == codec and \
                         previous[5] == value:
                     # A re-send of the current row: no version, unless the task instance is fenced.
-                    step.batch.held.append((version_ident(ti_hash, key), partition, offset, KIND_PUSH,
+                    step.batch.held.append((version_ident(ti_ident(*ti), key), partition, offset, KIND_PUSH,
                                             try_number, event.ts, step.name(producer), None, len(value),
                                             content_hash(value), 1, pos))
                     continue
@@ -278,7 +279,7 @@ def fold(
                 step.repeated.add((partition, offset))
                 if collect_superseded:
                     batch.superseded.append(previous)
-            elif ti in step.cleared:
+            elif ti_cleared:
                 step.repeated.add((partition, offset))
             logical_date: int | str
             if event.logical_date is None:
