@@ -13,12 +13,14 @@ Only what pushing needs is imported here: the view reader (sqlite3) and the mate
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from .errors import (
     XComClosedError,
     XComConfigError,
     XComIdentifierError,
+    XComNotFoundError,
     XComQueryError,
     XComSerializationError,
     XComValueTooLargeError,
@@ -36,6 +39,7 @@ from .errors import (
 )
 from .events import (
     CLEAR_SCHEMA,
+    OVERRIDE_SCHEMA,
     PUSH_SCHEMA,
     RETURN_VALUE_KEY,
     Clear,
@@ -47,7 +51,9 @@ from .events import (
     decode_ti_key,
     encode_event,
     partition_for,
+    validate_actor,
     validate_key,
+    validate_reason,
 )
 from .producer import Publisher
 from .pull_rules import NOTSET, NotSet, plan_pull, shape_pull
@@ -195,14 +201,7 @@ class XComBus:
 
     async def _submit_off_loop(self, ti: TaskInstanceKey, raw_key: bytes, partition: int, key: str,
                                value: Any, try_number: int, logical_date: int | None) -> Receipt:
-        try:
-            data = await asyncio.to_thread(partial(
-                self._serialize_value, value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
-                run_id=ti.run_id, map_index=ti.map_index))
-        except (XComSerializationError, XComConfigError):
-            raise
-        except Exception as exc:  # a backend's own error: translate, keep the cause
-            raise self._serialize_error(key, value, exc) from exc
+        data = await self._serialize_in_thread(ti, key, value)
         return await self._publisher.submit(partition, raw_key,
                                             self._encode_push(key, data, try_number, logical_date))
 
@@ -216,14 +215,24 @@ class XComBus:
         event = self._encode_push(key, data, try_number, logical_date, codec or self._codec)
         return await self._publisher.submit(partition_for(raw_key, self._partitions), raw_key, event)
 
+    async def _serialize_in_thread(self, ti: TaskInstanceKey, key: str, value: Any) -> Any:
+        """The backend's serialization of ``value``, run in a worker thread (a backend may do I/O)."""
+        try:
+            return await asyncio.to_thread(partial(
+                self._serialize_value, value, key=key, task_id=ti.task_id, dag_id=ti.dag_id,
+                run_id=ti.run_id, map_index=ti.map_index))
+        except (XComSerializationError, XComConfigError):
+            raise
+        except Exception as exc:  # a backend's own error: translate, keep the cause
+            raise self._serialize_error(key, value, exc) from exc
+
     def _serialize_error(self, key: str, value: Any, exc: Exception) -> XComSerializationError:
         return XComSerializationError(
             f"cannot serialize XCom {key!r} (type {type(value).__qualname__}) with "
             f"{self.backend.__qualname__}: {exc}")
 
-    def _encode_push(self, key: str, data: Any, try_number: int, logical_date: int | None,
-                     codec: str | None = None) -> bytes:
-        """The push event for serialized ``data``, after checking its type and size."""
+    def _check_serialized(self, key: str, data: Any) -> None:
+        """Refuse what a backend returned unless it is bytes within the inline limit."""
         if not isinstance(data, bytes):
             raise XComSerializationError(
                 f"{self.backend.__qualname__}.serialize_value must return bytes, not "
@@ -233,6 +242,11 @@ class XComBus:
                 f"XCom {key!r} serializes to {len(data)} bytes, above the inline limit of "
                 f"{self._max_value_bytes} bytes (max_value_bytes); nothing was sent. Large values "
                 "belong in object storage: set XCOMBUS_XCOM_BACKEND=xcombus.backends.ObjectStorageXCom")
+
+    def _encode_push(self, key: str, data: Any, try_number: int, logical_date: int | None,
+                     codec: str | None = None) -> bytes:
+        """The push event for serialized ``data``, after checking its type and size."""
+        self._check_serialized(key, data)
         return encode_event(Push(schema=PUSH_SCHEMA, key=key, value=data, codec=codec or self._codec,
                                  ts=time_ns() // 1000,  # now_us() inlined: the hot path
                                  producer=self.producer_id,
@@ -246,6 +260,98 @@ class XComBus:
                       try_number=try_number)
         return await self._publisher.publish(partition_for(raw_key, self._partitions), raw_key,
                                              encode_event(event))
+
+    # -- overrides: manual changes, audited -----------------------------------------------
+    async def set_xcom(self, ti: TaskInstanceKey, key: str, value: Any, *, reason: str,
+                       actor: str | None = None, consistency: Consistency | None = None) -> Receipt:
+        """Set one XCom by hand: publish an override recording who (``actor``, else
+        ``settings.actor``, else the OS user), why (``reason``) and the version it replaces.
+
+        The value is serialized by the bus's backend exactly as a push's, so tasks read it
+        like a task-written one. The replaced version is read from the view after the
+        consistency wait (``consistency``, default ``settings.consistency``); without a view
+        file the override names none. Returns once the broker holds the event; a pull that
+        starts after that sees it.
+        """
+        self._check_open()
+        validate_key(key)
+        data = await self._serialize_in_thread(ti.validated(), key, value)
+        self._check_serialized(key, data)
+        return await self._override(ti, key, data, self._codec, reason=reason, actor=actor,
+                                    consistency=consistency, must_exist=False)
+
+    async def delete_xcom(self, ti: TaskInstanceKey, key: str, *, reason: str, actor: str | None = None,
+                          consistency: Consistency | None = None) -> Receipt:
+        """Delete one XCom by hand: an override without a value, audited like :meth:`set_xcom`.
+
+        Raises XComNotFoundError when the view (after the consistency wait) has no such
+        XCom, and XComViewError without a view file: a delete must name what it deletes.
+        """
+        return await self._override(ti, key, None, None, reason=reason, actor=actor,
+                                    consistency=consistency, must_exist=True)
+
+    async def revert_xcom(self, ti: TaskInstanceKey, key: str, *, to_offset: int, reason: str,
+                          actor: str | None = None, consistency: Consistency | None = None) -> Receipt:
+        """Re-publish the version of one XCom at ``to_offset`` (in its task instance's
+        partition, as ``xcombus history`` lists it) as an override: the same serialized bytes
+        and codec, so tasks read exactly what that version held (a delete reverts to a delete).
+
+        Raises XComNotFoundError when that offset holds no version of this XCom.
+        """
+        self._check_open()
+        ti = ti.validated()
+        validate_key(key)
+        partition = self.partition_of(ti)
+        if self._fetcher is None:
+            from .fetch import EventFetcher  # aiokafka's consumer: loaded on first use
+
+            self._fetcher = EventFetcher(self.settings)
+        raw = await self._fetcher.fetch(partition, to_offset)
+        where = f"partition {partition} offset {to_offset}"
+        try:
+            event = decode_event(raw.value) if decode_ti_key(raw.key) == ti else None
+        except EventDecodeError as exc:
+            raise XComNotFoundError(f"{where} is not an xcombus event ({exc}): nothing to revert to") \
+                from None
+        if not isinstance(event, Push | Override) or event.key != key:
+            raise XComNotFoundError(
+                f"{where} holds no version of XCom {key!r} of {ti.dag_id}/{ti.run_id}/{ti.task_id}"
+                f"[{ti.map_index}]: pick an offset from `xcombus history` of that XCom")
+        return await self._override(ti, key, event.value, event.codec, reason=reason, actor=actor,
+                                    consistency=consistency, must_exist=False)
+
+    async def _override(self, ti: TaskInstanceKey, key: str, data: bytes | None, codec: str | None, *,
+                        reason: str, actor: str | None, consistency: Consistency | None,
+                        must_exist: bool) -> Receipt:
+        """Publish one override of ``ti``'s ``key`` (``data`` None: delete)."""
+        self._check_open()
+        ti = ti.validated()
+        validate_key(key)
+        validate_reason(reason)
+        actor = validate_actor(actor or self.settings.actor or _os_user())
+        partition = self.partition_of(ti)
+        replaces: tuple[int, int] | None = None
+        current_try = 1
+        if self._materializer is not None or Path(self.settings.view_path).exists():
+            if (consistency or self.settings.consistency) == "strong":
+                await self.wait_visible([partition])
+            view = self._view()
+            current = view.get(*ti, key)
+            replaces = None if current is None else (current.partition, current.offset)
+            current_try = view.current_try(*ti)
+        elif must_exist:
+            raise XComViewError(
+                f"deleting XCom {key!r} needs the view to check it exists, and "
+                f"{self.settings.view_path} does not exist: run `xcombus materialize` (XCOMBUS_VIEW_PATH)")
+        if must_exist and replaces is None:
+            raise XComNotFoundError(
+                f"no XCom {key!r} of {ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] in the view: "
+                "nothing to delete (`xcombus ls` lists what there is)")
+        event = Override(schema=OVERRIDE_SCHEMA, key=key, value=data, codec=codec, ts=now_us(),
+                         producer=self.producer_id, actor=actor, reason=reason, replaces=replaces,
+                         try_number=current_try)
+        raw_key = ti.encode()
+        return await self._publisher.publish(partition, raw_key, encode_event(event))
 
     # -- pull ---------------------------------------------------------------------------
     def _view(self) -> ViewReader:
@@ -363,6 +469,15 @@ class XComBus:
         if self.backend.does_io and records:
             return await asyncio.to_thread(lambda: [self.backend.deserialize_value(r) for r in records])
         return [self.backend.deserialize_value(r) for r in records]
+
+
+def _os_user() -> str:
+    """Who runs this process, as the operating system knows them (an override's default actor)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a container's uid)
+        raise XComConfigError("an override needs an actor and this process has no user name: "
+                              "pass --actor (actor=) or set XCOMBUS_ACTOR") from None
 
 
 class TaskInstance:

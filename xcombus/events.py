@@ -58,7 +58,9 @@ __all__ = [
     "encode_event",
     "now_us",
     "partition_for",
+    "validate_actor",
     "validate_key",
+    "validate_reason",
 ]
 
 #: The newest event schema this reader accepts (it accepts 1..SCHEMA_VERSION).
@@ -122,6 +124,32 @@ def validate_key(key: object) -> str:
             f"XCom key {key!r} is invalid: use a printable string of 1-{_MAX_KEY_LEN} characters"
         )
     return key
+
+
+#: Bounds of an override's actor and reason: enough for a name or an email address and a
+#: sentence or a ticket link, small enough for every history line.
+MAX_ACTOR_LEN: Final = 200
+MAX_REASON_LEN: Final = 2000
+
+
+def validate_actor(actor: object) -> str:
+    """Check who made a manual change (an override) and return it."""
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR_LEN \
+            or not actor.isprintable():
+        raise XComIdentifierError(
+            f"actor {actor!r} is invalid: use a printable name of 1-{MAX_ACTOR_LEN} characters "
+            "(--actor, or XCOMBUS_ACTOR)")
+    return actor
+
+
+def validate_reason(reason: object) -> str:
+    """Check why a manual change was made and return it (one line: history shows it)."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LEN \
+            or not reason.isprintable():
+        raise XComIdentifierError(
+            f"reason {reason!r} is invalid: an override needs a reason, one printable line of "
+            f"1-{MAX_REASON_LEN} characters (--reason)")
+    return reason
 
 
 _key_encoder = msgspec.json.Encoder()

@@ -78,6 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     object_storage_path: str = "xcombus-objects"
     object_storage_threshold: int = 65_536
     object_storage_compression: Literal["", "gzip", "zstd"] = ""
+    #: Who manual changes (``xcombus set/delete/revert``, overrides) are recorded as when
+    #: the caller names nobody; empty: the operating-system user.
+    actor: str = ""
     #: The HTTP API: when set, every request needs "Authorization: Bearer <token>".
     #: A secret: never logged, masked in repr().
     api_token: str = ""

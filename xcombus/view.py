@@ -328,6 +328,13 @@ class ViewReader:
                  if v.kind != "clear" and v.try_number == try_number]
         return found[-1] if found else None
 
+    def current_try(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> int:
+        """The task instance's current try as the view applied it (1 when it never saw a
+        higher one): what an override made now takes as its try."""
+        rows = self._query("SELECT try_number FROM ti_try WHERE dag_id=? AND run_id=? AND task_id=? "
+                           "AND map_index=?", (dag_id, run_id, task_id, map_index))
+        return int(rows[0][0]) if rows else 1
+
     def version_state(self, dag_id: str, run_id: str, task_id: str, map_index: int,
                       key: str) -> VersionState:
         """:meth:`versions`, the offsets, the current try and the current row, read in one

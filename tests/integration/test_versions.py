@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from xcombus import Settings, XComBus
+from xcombus import Settings, XComBus, XComIdentifierError, XComNotFoundError
 from xcombus.audit import history
 from xcombus.rebuild import rebuild, verify
 
@@ -83,3 +84,53 @@ async def test_a_try_that_died_after_publishing_leaves_nothing_once_the_next_try
         pulls = [await reader.xcom_pull(task_ids="t", key=k, map_indexes=4, default="gone") for k in "abc"]
         assert pulls == ["gone", "gone", 3]
         assert await reader.xcom_pull(task_ids="t", key="a", map_indexes=4, try_number=1) == 1
+
+
+async def test_overrides_are_read_like_pushes_and_audited_then_reverted(settings: Settings) -> None:
+    async with XComBus(settings, materialize=True) as bus:
+        etl = bus.task_instance("d", RUN, "etl", try_number=2)
+        first = await etl.xcom_push("rows", {"count": 10})
+        ti = etl.key
+        fixed = await bus.set_xcom(ti, "rows", {"count": 12}, actor="alice", reason="JIRA-7 recount")
+        reader = bus.task_instance("d", RUN, "reader")
+        # A task reads the override exactly like a task-written value.
+        assert await reader.xcom_pull(task_ids="etl", key="rows") == {"count": 12}
+        [record] = await bus.read("d", RUN, ["etl"], "rows")
+        assert (record.partition, record.offset, record.try_number) == (fixed.partition, fixed.offset, 2)
+        await bus.delete_xcom(ti, "rows", actor="bob", reason="bad batch")
+        assert await reader.xcom_pull(task_ids="etl", key="rows", default="gone") == "gone"
+        with pytest.raises(XComNotFoundError, match="nothing to delete"):
+            await bus.delete_xcom(ti, "rows", actor="bob", reason="twice")
+        reverted = await bus.revert_xcom(ti, "rows", to_offset=first.offset, actor="carol", reason="undo")
+        assert await reader.xcom_pull(task_ids="etl", key="rows") == {"count": 10}
+        with pytest.raises(XComNotFoundError, match="no version of XCom 'other'"):
+            await bus.revert_xcom(ti, "other", to_offset=first.offset, actor="carol", reason="wrong key")
+        with pytest.raises(XComIdentifierError, match="needs a reason"):
+            await bus.set_xcom(ti, "rows", 1, actor="alice", reason=" ")
+        # A later try's push replaces an override like any row; the override is still history.
+        await bus.task_instance("d", RUN, "etl", try_number=2).xcom_push("rows", {"count": 11})
+        await bus.wait_visible(range(settings.partitions))
+    events = await history(settings, "d", RUN, "etl", "rows")
+    assert [(e.kind, e.actor, e.reason, e.try_number) for e in events] == [
+        ("push", None, None, 2),
+        ("override", "alice", "JIRA-7 recount", 2),
+        ("override", "bob", "bad batch", 2),
+        ("override", "carol", "undo", 2),
+        ("push", None, None, 2),
+    ]
+    assert events[1].replaces == (first.partition, first.offset)
+    assert events[2].replaces == (fixed.partition, fixed.offset) and events[2].value is None
+    assert events[3].replaces is None and events[3].value == {"count": 10}
+    assert (events[3].partition, events[3].offset) == (reverted.partition, reverted.offset)
+    scanned = await history(settings, "d", RUN, "etl", "rows", view="/nonexistent/view.db")
+    assert scanned == events
+
+
+async def test_an_override_without_actor_takes_the_configured_one(settings: Settings) -> None:
+    configured = msgspec.structs.replace(settings, actor="ops-bot")
+    async with XComBus(configured, materialize=True) as bus:
+        ti = bus.task_instance("d", RUN, "t").key
+        await bus.set_xcom(ti, "k", [1, 2], reason="seed")
+        await bus.wait_visible(range(settings.partitions))
+    [event] = await history(settings, "d", RUN, "t", "k")
+    assert (event.kind, event.actor, event.value) == ("override", "ops-bot", [1, 2])
