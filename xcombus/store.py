@@ -334,6 +334,7 @@ _DELETE_ROW = "DELETE FROM xcom WHERE dag_id=? AND run_id=? AND task_id=? AND ma
 _NAME = "INSERT OR IGNORE INTO name (id, name) VALUES (?, ?)"
 #: One :data:`VersionRow`, bound as it arrives: the common step needs no per-row work in Python.
 _VERSION = f"INSERT INTO xcom_version ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_VERSION_IF_NEW = _VERSION.replace("INSERT", "INSERT OR IGNORE", 1)
 #: A row that leaves ``xcom`` is indexed then, as the push it was: while a push is its XCom's
 #: current row, the row is its index entry (ViewReader.versions adds it). So the common event,
 #: a push nothing replaced yet, costs the index nothing; the index still equals "every event
@@ -983,8 +984,10 @@ class ViewStore:
         than itself; a push or clear of an older try than the task instance's stored one is
         not applied (fenced). ``retried``: the ``(partition, offset)`` of every dead letter
         folded; those not in ``batch.dead`` leave the table, the others keep it with the new
-        reason. Overrides stay dead letters (a rebuild applies them in log order), and the
-        version index does not list retried events (a rebuild does).
+        reason. Overrides stay dead letters (a rebuild applies them in log order). The version
+        index lists every retried push and clear as the retry decided it (fenced: older than
+        the stored try); a rebuild, which has the log order, can judge one differently (a
+        push of a try the log shows current at the time is a replaced version there).
 
         With ``collect_unreferenced``, also return the stored values nothing refers to once
         this committed: rows a retried push replaced or a retried clear deleted, and
@@ -1007,6 +1010,14 @@ class ViewStore:
                     current = tries.of([ti[:4] for ti in step.tis])
                     # A retried push or clear of an older try than the stored one is fenced.
                     fenced = {ti[:4] for ti in step.tis if ti[4] < current[ti[:4]]}
+                    # Indexed like any event (INSERT OR IGNORE: a retry may run twice): the
+                    # step's clears and superseded pushes, fenced ones marked.
+                    fenced_pos = {pos for pos, ti in enumerate(step.tis) if ti[:4] in fenced}
+                    fenced_at = {(step.tis[pos][5], off) for pos in fenced_pos for off in step.tis[pos][6]}
+                    db.executemany(_NAME, step.names)
+                    db.executemany(_VERSION_IF_NEW, [(*v[:10], 1) if (v[1], v[2]) in fenced_at else v
+                                                     for v in step.versions])
+                    db.executemany(_VERSION_IF_NEW, [(*v[:10], 1) for v in step.held if v[11] in fenced_pos])
                     for row in step.upserts:
                         partition, offset = row[11], row[12]
                         cleared = db.execute("SELECT kafka_partition, kafka_offset FROM ti_clear WHERE "
@@ -1023,6 +1034,12 @@ class ViewStore:
                                 db.execute(_INDEX_ROW_NAME, row[:5])
                                 db.execute(_INDEX_ROW, row[:5])
                             done = db.execute(_GUARDED_UPSERT, row).rowcount
+                        if not done:  # a version all the same: never current, so indexed now
+                            db.execute(_NAME, (name_id(row[9]), row[9]))
+                            db.execute(_VERSION_IF_NEW, (
+                                version_ident(ti_ident(*row[:4]), row[4]), partition, offset, KIND_PUSH,
+                                row[10], row[7], name_id(row[9]), None, len(row[5]), content_hash(row[5]),
+                                1 if row[:4] in fenced else 0))
                         applied += done
                         if collect:  # the row it replaced, or the retried push itself when not applied
                             unreferenced.extend(map(XComRecord._make, before) if done else [row_record(row)])

@@ -350,6 +350,35 @@ def test_a_retried_dead_letter_of_an_older_try_is_fenced(tmp_path: Path) -> None
     assert values(view_state(path)) == {("task", "b"): b"2"}
 
 
+def test_retried_dead_letters_enter_the_version_index_as_a_rebuild_has_them(tmp_path: Path) -> None:
+    log = [push("a", b"1", codec="custom/1"), push("b", b"2", codec="custom/1"), push("b", b"3"),
+           push("c", b"4", codec="custom/1"), push("c", b"5", codec="custom/1"), clear(), push("d", b"6")]
+    live = tmp_path / "live.db"
+    with ViewStore.open(live, topic="t") as store:
+        store.write(fold({0: recs(*log)}, {}, MsgspecXCom))
+        dead = store.dead_letters()
+        assert [d.offset for d in dead] == [0, 1, 3, 4]
+        outcome = store.retry(fold({0: dead}, {}, _Custom), [(d.partition, d.offset) for d in dead])
+        assert outcome.applied == 0 and store.dead_letters() == []  # the clear at 5 decided them all
+    rebuilt = tmp_path / "rebuilt.db"
+    with ViewStore.open(rebuilt, topic="t") as store:
+        store.write(fold({0: recs(*log)}, {}, _Custom))
+    assert view_state(live) == view_state(rebuilt)
+    assert [v[2] for v in view_state(live)[2]] == [0, 1, 2, 3, 4, 5, 6]  # every event, once
+
+
+def test_a_retried_dead_letter_of_an_older_try_is_indexed_as_fenced(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    with ViewStore.open(path, topic="t") as store:
+        store.write(fold({0: recs(push("b", b"2", try_number=2), push("a", b"1", codec="custom/1"))}, {},
+                         MsgspecXCom))
+        dead = store.dead_letters()
+        store.retry(fold({0: dead}, {}, _Custom), [(d.partition, d.offset) for d in dead])
+        store.retry(fold({0: dead}, {}, _Custom), [(d.partition, d.offset) for d in dead])  # twice: no harm
+    versions = view_state(path)[2]
+    assert [(v[2], v[4], v[10]) for v in versions] == [(0, 2, 0), (1, 1, 1)]  # (offset, try, fenced)
+
+
 def test_verify_compares_the_version_indexes_and_tries(tmp_path: Path) -> None:
     from xcombus.rebuild import verify
 
