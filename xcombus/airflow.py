@@ -346,7 +346,11 @@ class _Runtime:
         with self._lock:
             if ref.offset < self._cleared.get(ti, -1):
                 return  # a clear this process already published covers this version
-        current, _ = task_facts(ti, default_try=ref.try_number + 1)
+        # Unknown running try: clear as the referenced try. That clear hides every row of the
+        # task instance and can never fence the running try (which is at least that one); a
+        # guess one higher would fence every push of a re-run that keeps its try number
+        # (`airflow tasks test`).
+        current, _ = task_facts(ti, default_try=ref.try_number)
         bus = self.bus()
         receipt = self._call(lambda: bus.clear(ti, try_number=current))
         with self._lock:
