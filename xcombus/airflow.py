@@ -367,8 +367,11 @@ class _Runtime:
                 f"{ref.where} is on topic {ref.topic!r}, and this deployment reads "
                 f"{self.settings.topic!r} (XCOMBUS_TOPIC): refusing a reference to another topic")
         has_view = os.path.exists(self.settings.view_path)  # a host a materializer serves
-        record = self._from_view(ref) if has_view else self._from_topic(ref)
-        ref.check(record)
+        record, overridden = self._from_view(ref) if has_view else (self._from_topic(ref), False)
+        if record is None:
+            return None  # deleted by an override: what Airflow answers for an XCom that is not there
+        if not overridden:  # an override is a deliberate new version, not the one referenced
+            ref.check(record)
         from .backends import AIRFLOW_SERDE_CODEC, airflow_serde_loads
 
         if not self.codec.can_read(record.codec) and record.codec == AIRFLOW_SERDE_CODEC:
@@ -382,7 +385,10 @@ class _Runtime:
             self._reader = ViewReader(self.settings.view_path, topic=self.settings.topic)
         return self._reader
 
-    def _from_view(self, ref: XComReference) -> XComRecord:
+    def _from_view(self, ref: XComReference) -> tuple[XComRecord | None, bool]:
+        """The referenced version from the view (or the log when the view moved on), or the
+        override that replaced it since: ``(record, overridden)``; ``(None, True)`` when an
+        override deleted it."""
         deadline = time.monotonic() + self.settings.pull_timeout
         delay = _POLL_MIN
         while True:
@@ -402,10 +408,40 @@ class _Runtime:
             record = self._view().get(ref.dag_id, ref.run_id, ref.task_id, ref.map_index, ref.key)
         if record is not None and (record.partition, record.offset) == (ref.partition, ref.offset):
             self._count("view_reads")
-            return record
+            return record, False
+        decided, overridden = self._override_since(ref, record)
+        if decided:
+            return overridden, True
         # The view holds another version now (a later push of the key, a clear): the one
         # Airflow refers to is still on the log.
-        return self._from_topic(ref)
+        return self._from_topic(ref), False
+
+    def _override_since(self, ref: XComReference,
+                        current: XComRecord | None) -> tuple[bool, XComRecord | None]:
+        """``(True, the view's row)`` when the XCom's latest change after the referenced
+        version is an override (``xcombus set/delete/revert``; the row is None for a delete),
+        else ``(False, None)``: the reference is read as it is.
+
+        Tasks read an overridden value exactly like a task-written one, as they do outside
+        Airflow: Airflow's table still holds the reference to the version the override
+        replaced, so the view's version index says what happened since."""
+        with self._reader_lock:
+            versions = self._view().versions(ref.dag_id, ref.run_id, ref.task_id, ref.map_index, ref.key)
+        later = [v for v in versions
+                 if v.partition == ref.partition and v.offset > ref.offset and not v.fenced]
+        if not later or later[-1].kind != "override":
+            return False, None
+        last = later[-1]
+        if current is not None and (current.partition, current.offset) == (last.partition, last.offset):
+            self._count("view_reads")
+            log.info("xcombus: %s was overridden by %s at %s@%d: reading the override", ref.where,
+                     last.actor, ref.topic, last.offset)
+            return True, current
+        if current is None and last.size is None:
+            log.warning("xcombus: %s was deleted by %s (an override at %s@%d): the pull reads None",
+                        ref.where, last.actor, ref.topic, last.offset)
+            return True, None
+        return False, None
 
     def _from_topic(self, ref: XComReference) -> XComRecord:
         from .events import Push, decode_event, decode_ti_key
