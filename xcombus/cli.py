@@ -4,7 +4,9 @@ Built on click (subcommands, typed options and help for free); every command rea
 same ``XCOMBUS_*`` settings as the library, and options override them. Every command maps
 errors to exit codes through :func:`xcombus.process.exit_codes` (1: failed, with the
 error's message; 2: bad configuration or usage); ``materialize`` and ``tail`` run the
-long-running processes of :mod:`xcombus.services`.
+long-running processes of :mod:`xcombus.services`. ``set``, ``delete`` and ``revert`` write
+audited overrides (a reason is required: without one the command is a usage error and
+publishes nothing).
 """
 
 from __future__ import annotations
@@ -177,7 +179,8 @@ def _override(action: str, dag_id: str, run_id: str, task_id: str, map_index: in
 
     async def publish() -> dict[str, Any]:
         from .bus import XComBus
-        from .events import Override, TaskInstanceKey, decode_event
+        from .errors import XComBusError
+        from .events import EventDecodeError, Override, TaskInstanceKey, decode_event
         from .fetch import EventFetcher
 
         settings = Settings.from_env()
@@ -190,17 +193,24 @@ def _override(action: str, dag_id: str, run_id: str, task_id: str, map_index: in
             else:
                 assert to_offset is not None
                 receipt = await bus.revert_xcom(ti, key, to_offset=to_offset, reason=reason, actor=actor)
-        # The event itself says what the bus recorded (the actor it chose, the version the
-        # view held): read it back rather than guess.
-        async with EventFetcher(settings) as fetcher:
-            raw = await fetcher.fetch(receipt.partition, receipt.offset)
-        event = decode_event(raw.value)
-        assert isinstance(event, Override)
-        out: dict[str, Any] = {**receipt._asdict(), "kind": "override", "action": action,
-                               "try_number": event.try_number, "actor": event.actor,
-                               "reason": event.reason, "replaces": event.replaces}
+        out: dict[str, Any] = {**receipt._asdict(), "kind": "override", "action": action}
         if to_offset is not None:
             out["reverted_to"] = (receipt.partition, to_offset)
+        # The event itself says what the bus recorded (the actor it chose, the version the
+        # view held): read it back rather than guess.
+        try:
+            async with EventFetcher(settings) as fetcher:
+                raw = await fetcher.fetch(receipt.partition, receipt.offset)
+            event = decode_event(raw.value)
+        except (XComBusError, EventDecodeError) as exc:
+            # The override is durable already: say so rather than fail the command.
+            click.echo(f"xcombus: the override is at partition {receipt.partition} offset "
+                       f"{receipt.offset}, but reading it back failed ({exc}); "
+                       "`xcombus history` shows it", err=True)
+            return out
+        if isinstance(event, Override):
+            out.update(try_number=event.try_number, actor=event.actor, reason=event.reason,
+                       replaces=event.replaces)
         return out
 
     click.echo(_json.encode(asyncio.run(publish())).decode())
