@@ -377,19 +377,24 @@ def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as
     from rich.console import Console
     from rich.table import Table
 
-    # Nine columns: no vertical rules, so a terminal's width goes to the text.
+    # No vertical rules, the fixed columns never wrap, "by" (the actor of an override, else
+    # the producer) is cut: an 80-column terminal keeps one line per event for short values;
+    # --json has every field in full.
     table = Table(title=f"history of {dag_id}/{run_id}/{task_id}[{map_index}] {key!r}",
-                  box=box.SIMPLE_HEAD)
-    for column in ("partition:offset", "kind", "try"):
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("at", no_wrap=True)  # partition:offset
+    for column in ("kind", "try", "time (UTC)"):
         table.add_column(column, no_wrap=True)
-    for column in ("time (UTC)", "producer", "actor", "reason", "replaces", "value"):
-        table.add_column(column, overflow="fold")
+    table.add_column("by", no_wrap=True, overflow="ellipsis", max_width=14)
+    table.add_column("reason", overflow="fold", ratio=1)
+    table.add_column("value", overflow="fold", ratio=1)
     for e in events:
+        reason = e.reason or ""
+        if e.replaces is not None:
+            reason += f" (replaces {e.replaces[0]}:{e.replaces[1]})"
         table.add_row(f"{e.partition}:{e.offset}", e.kind, str(e.try_number or ""),
-                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f") if e.timestamp else "",
-                      e.producer or "", e.actor or "", e.reason or "",
-                      "" if e.replaces is None else f"{e.replaces[0]}:{e.replaces[1]}",
-                      _history_value(e))
+                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S") if e.timestamp else "",
+                      e.actor or e.producer or "", reason, _history_value(e))
     Console().print(table)
     if not events:
         click.echo(f"xcombus: no event for {key!r} of {dag_id}/{run_id}/{task_id}[{map_index}]", err=True)

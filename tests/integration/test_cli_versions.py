@@ -123,13 +123,13 @@ def test_set_delete_and_revert_are_read_by_tasks_and_audited_in_history(material
 
     table = run("history", *TI, "--key", "rows", settings=s)
     assert table.returncode == 0, table.stderr
-    header = next(line for line in table.stdout.splitlines() if "partition:offset" in line)
-    assert header.split() == ["partition:offset", "kind", "try", "time", "(UTC)", "producer", "actor",
-                              "reason", "replaces", "value"]
+    header = next(line for line in table.stdout.splitlines() if "time (UTC)" in line)
+    assert header.split() == ["at", "kind", "try", "time", "(UTC)", "by", "reason", "value"]
     rows = [line.split() for line in table.stdout.splitlines() if line.strip().startswith(f"{first.partition}:")]
     assert [(r[0], r[1], r[2]) for r in rows] == [(f"{e['partition']}:{e['offset']}", e["kind"], "2")
                                                    for e in events]
-    assert "alice" in rows[1] and "JIRA-7" in rows[1] and f"{first.partition}:{first.offset}" in rows[1]
+    assert "alice" in rows[1] and "JIRA-7" in rows[1]
+    assert f"(replaces {first.partition}:{first.offset})" in " ".join(rows[1])
     assert "ops-bot" in rows[2] and "(deleted)" in rows[2]
     assert "carol" in rows[3] and "undo" in rows[3]
 
