@@ -7,6 +7,11 @@ consumer group. Its shape is what an Airflow deployment produces: every event is
 *different* XCom (``runs x 10 tasks x 250 map indexes x 4 keys``, small string values),
 so the view ends with one row per event and the materializer inserts every event, instead
 of folding most of them away as a backlog of repeated pushes to a few keys would.
+
+:func:`produce` can also write a backlog whose XComs are each pushed several times (what the
+version index stores: every push but the current one), and weave a few other events in
+(``side``: the tracked XCom of :mod:`benchmarks.bench_history`); :func:`drain` and
+:func:`bench_rebuild` then check the rows the view must hold (``rows``) instead of one per event.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +65,43 @@ def value_of(i: int) -> str:
     return f"s3://bucket/k{i:08d}"  # 22 bytes
 
 
-async def produce(bench: Bench, events: int) -> tuple[Settings, float]:
-    """Write the backlog; return its settings and the push rate achieved (pushes/s)."""
+#: Writes extra events while the backlog is produced: given the bus and a function saying how
+#: many backlog pushes have been issued so far, returns how many events it wrote.
+Side = Callable[[XComBus, Callable[[], int]], Awaitable[int]]
+
+
+async def produce(bench: Bench, events: int, *, versions: int = 1,
+                  side: Side | None = None) -> tuple[Settings, float]:
+    """Write the backlog; return its settings and the push rate achieved (pushes/s).
+
+    ``versions`` > 1: ``events / versions`` XComs, each pushed ``versions`` times a pass apart
+    (event ``i`` is XCom ``i % (events / versions)``), so every push but the last of each is
+    replaced by a later batch. ``side`` runs beside the pushers (its events are on the topic
+    too, and not counted in the rate)."""
+    if events % versions:
+        raise ValueError(f"events ({events}) must be a multiple of versions ({versions})")
+    xcoms = events // versions
     settings = bench.fresh("backlog")
+    issued = 0
     async with XComBus(settings) as bus:
         counter = iter(range(events))
 
         async def worker() -> None:
+            nonlocal issued
             for i in counter:
-                run_id, task_id, map_index, key = ident(i)
+                issued += 1
+                run_id, task_id, map_index, key = ident(i % xcoms)
                 await bus.task_instance("backlog_dag", run_id, task_id, map_index).xcom_push(key, value_of(i))
 
+        async def beside() -> int:
+            return 0 if side is None else await side(bus, lambda: issued)
+
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(PRODUCE_WORKERS)))
+        extra, *_ = await asyncio.gather(beside(), *(worker() for _ in range(PRODUCE_WORKERS)))
         elapsed = time.perf_counter() - start
     ends = await end_offsets(settings)
-    if sum(ends.values()) != events:
-        raise RuntimeError(f"expected {events} events on the topic, found {sum(ends.values())}")
+    if sum(ends.values()) != events + extra:
+        raise RuntimeError(f"expected {events + extra} events on the topic, found {sum(ends.values())}")
     return settings, events / elapsed
 
 
@@ -114,9 +140,10 @@ def _tree_rss_mib(ps: psutil.Process) -> float:
     return total / 2**20
 
 
-def drain(bench: Bench, backlog: Settings, events: int, *,
+def drain(bench: Bench, backlog: Settings, events: int, *, rows: int | None = None,
           spawn: Spawn = subprocess.Popen) -> tuple[Values, Samples, Path]:
-    """Run ``xcombus materialize`` on a fresh view until it applied the backlog.
+    """Run ``xcombus materialize`` on a fresh view until it applied the backlog's ``events``
+    (every event on the topic) into ``rows`` rows (default: one per event).
 
     ``spawn`` starts the materializer process (``subprocess.Popen``'s signature): a profiler
     passes one that attaches to it.
@@ -171,10 +198,12 @@ def drain(bench: Bench, backlog: Settings, events: int, *,
         if conn[0] is not None:
             conn[0].close()
     with sqlite3.connect(f"file:{view}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT count(*) FROM xcom").fetchone()[0]
+        found = db.execute("SELECT count(*) FROM xcom").fetchone()[0]
         applied_events = db.execute("SELECT sum(applied_events) FROM offsets").fetchone()[0]
-    if applied_events != events or rows != events:
-        raise RuntimeError(f"the view applied {applied_events} events into {rows} rows; expected {events}")
+    expected = events if rows is None else rows
+    if applied_events != events or found != expected:
+        raise RuntimeError(f"the view applied {applied_events} events into {found} rows; expected "
+                           f"{events} into {expected}")
     assert first is not None
     peak = (hwm / 1024) if hwm is not None else max(r for _, r, _ in timeline)
     values = {
@@ -194,15 +223,17 @@ def drain(bench: Bench, backlog: Settings, events: int, *,
     return values, samples, view
 
 
-async def bench_rebuild(bench: Bench, backlog: Settings, events: int) -> Values:
-    """``xcombus.audit.rebuild`` of the whole backlog into a fresh view file, in this process."""
+async def bench_rebuild(bench: Bench, backlog: Settings, events: int, *, rows: int | None = None) -> Values:
+    """``xcombus.audit.rebuild`` of the whole backlog into a fresh view file, in this process
+    (``events`` and ``rows`` as for :func:`drain`)."""
     into = bench.view_file("rebuild")
     start = time.perf_counter()
     summary = await rebuild(backlog, into)
     elapsed = time.perf_counter() - start
-    if summary.events != events or summary.rows != events or summary.dead_letters:
+    expected = events if rows is None else rows
+    if summary.events != events or summary.rows != expected or summary.dead_letters:
         raise RuntimeError(f"rebuild applied {summary.events} events into {summary.rows} rows "
-                           f"({summary.dead_letters} dead letters); expected {events}")
+                           f"({summary.dead_letters} dead letters); expected {events} into {expected}")
     into.unlink(missing_ok=True)
     return {"rebuild_s": elapsed, "rebuild_rate": events / elapsed}
 

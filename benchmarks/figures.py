@@ -31,6 +31,11 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("visible_p99", "push → visible in the view at {rate} pushes/s sustained, p99", "ms", "<=", 50),
     ("rebuild_s", "rebuild {backlog} events into a fresh view", "s", "<=", 10),
     ("rss_peak", "materializer peak RSS through a {backlog}-event backlog", "MiB", "<=", 150),
+    ("history_p50", "history of one XCom (10 versions, 2 clears and a fenced push among them) on a "
+     "{backlog}-event topic, from the view's version index (`audit.history`, Python API), p50",
+     "ms", "<=", 20),
+    ("index_bytes_per_event_versions", "version index in the view file per event, every XCom pushed "
+     "4 times ({versions}-event backlog, drained)", "bytes", "<=", 64),
 )
 
 #: Figures reported besides the targets: id, label, unit.
@@ -64,6 +69,24 @@ OTHERS: tuple[tuple[str, str, str], ...] = (
      "(reader process without materializer)", "µs"),
     ("big_pull_ryw_p50", "pull one random key of the {backlog}-row view, read-your-writes, p50",
      "ms"),
+    ("history_p99", "history of one XCom from the index, {backlog}-event topic, p99", "ms"),
+    ("history_small_p50", "history of the same XCom from the index, {small}-event topic, p50", "ms"),
+    ("history_small_p99", "history of the same XCom from the index, {small}-event topic, p99", "ms"),
+    ("history_size_ratio", "history from the index, p50 on the {backlog}-event topic / p50 on the "
+     "{small}-event topic (1: independent of the topic's size)", "x"),
+    ("history_scan_s", "history of the same XCom without a view (scan of its partition from offset 0), "
+     "{backlog}-event topic, median of 3 calls", "s"),
+    ("history_scan_small_s", "history without a view (scan), {small}-event topic, median of 3 calls",
+     "s"),
+    ("view_bytes_per_event", "view file per event, the {backlog}-event backlog (drained; its pages "
+     "by dbstat)", "bytes"),
+    ("index_bytes_per_event", "version index per event in that view (every XCom pushed once: a "
+     "current row is its own entry, so the index holds only the tracked XCom)", "bytes"),
+    ("index_bytes_per_row_versions", "version index per index row, every XCom pushed 4 times",
+     "bytes"),
+    ("view_bytes_per_event_versions", "view file per event, every XCom pushed 4 times", "bytes"),
+    ("drain_rate_versions", "materializer drain rate, {versions}-event backlog with every XCom "
+     "pushed 4 times (3 of 4 pushes indexed)", "events/s"),
 )
 
 BASELINE: tuple[tuple[str, str, str], ...] = (
@@ -104,7 +127,7 @@ RAW: tuple[tuple[str, str, str], ...] = (
 #: Raw sample series (seconds, unless named otherwise) a figure leaves for the plots.
 SERIES: tuple[str, ...] = (
     "push_lat", "pull_ev", "pull_ryw", "fanin_ryw", "fanin_ev", "visible", "visible_ack",
-    "big_pull_ev", "big_pull_ryw", "rss_t", "rss_mib", "rss_applied",
+    "big_pull_ev", "big_pull_ryw", "rss_t", "rss_mib", "rss_applied", "history_big", "history_small",
     "base_push", "base_pull", "base_fanin",
 )
 
@@ -137,8 +160,12 @@ def _known(fid: str, ids: frozenset[str]) -> str:
 
 
 def fill_label(text: str, meta: dict[str, Any]) -> str:
-    """A label with the run's sizes filled in (``{backlog}``, ``{rate}``)."""
-    return text.format(backlog=f"{meta['backlog']:,}", rate=f"{meta['visible_rate']:,}")
+    """A label with the run's sizes filled in (``{backlog}``, ``{rate}``, ``{small}``: the
+    history figures' small topic, ``{versions}``: the index-size backlog)."""
+    tenth = meta["backlog"] // 10
+    return text.format(backlog=f"{meta['backlog']:,}", rate=f"{meta['visible_rate']:,}",
+                       small=f"{meta.get('history_small', tenth):,}",
+                       versions=f"{meta.get('index_backlog', tenth):,}")
 
 
 def median(values: list[float]) -> float:

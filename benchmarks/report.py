@@ -271,6 +271,27 @@ HOW: tuple[tuple[str, str], ...] = (
      "`xcombus.audit.rebuild(settings, into=<new file>)` of the whole backlog, in the "
      "benchmark process, timed end to end (connecting, reading end offsets, folding, writing, "
      "the final checkpoint); each run checks the event and row counts."),
+    ("History of one XCom",
+     "`benchmarks/bench_history.py`. One *tracked* XCom's 13 events are woven into the "
+     "{backlog}-event backlog as it is written, evenly spread (try 1 pushes 3 versions, try 2 "
+     "clears and pushes 2, a zombie try 1 pushes once more, fenced, try 2 pushes 2, try 3 clears "
+     "and pushes 3: 10 applied versions), and into a {small}-event backlog written the same way "
+     "(its view rebuilt). After each drain, `await xcombus.audit.history(settings, dag, run, "
+     "task, key, view=...)` is timed 50 times on each view, alternately, after 3 untimed calls "
+     "each (fewer, at least 5, when 50 pairs would take over a minute), as a user calls it: each "
+     "call opens the view, reads the version index, starts its own fetcher and fetches the 13 "
+     "records by position, then reads the partition past the view's offsets (nothing: the view "
+     "is caught up). The scan rows call it with `view=` a missing file: it reads the XCom's "
+     "partition from offset 0 (3 calls per topic). Every call's answer is checked (13 entries, "
+     "push/clear/fenced as the script says). The backlog's drain and rebuild include the 13 "
+     "events."),
+    ("View and index size",
+     "SQLite's `dbstat` (pages per table, so the WAL's state does not matter) on the drained "
+     "view: the whole file per event, and the version index's tables (`xcom_version`, `name`, "
+     "`ti_try`) per event. The suite's backlog pushes every XCom once, and a current row is its "
+     "own index entry, so its index holds only the tracked XCom; the index-size rows drain a "
+     "{versions}-event backlog whose XComs are each pushed 4 times, a pass apart (event *i* is "
+     "XCom *i* mod {versions}/4), with `xcombus materialize`: 3 pushes of 4 are index rows."),
 )
 
 

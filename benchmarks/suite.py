@@ -43,6 +43,7 @@ try:
     from benchmarks import (
         baseline_sql,
         bench_backlog,
+        bench_history,
         bench_pipeline,
         bench_visible,
         figures,
@@ -159,27 +160,40 @@ async def run_all(bench: Bench, args: argparse.Namespace, res: Results, meta: di
             bench, args.visible_rate, args.visible_seconds))
 
     started = time.perf_counter()
-    backlog, rate = await bench_backlog.produce(bench, args.backlog)
+    # The backlog carries the tracked XCom of the history figures (13 events among its own).
+    backlog, rate = await bench_history.produce_with_tracked(bench, args.backlog)
+    on_topic, rows = args.backlog + bench_history.TRACKED_EVENTS, args.backlog + bench_history.TRACKED_ROWS
     res.add({"produce_rate": rate})
     log(f"backlog of {args.backlog:,} events written at {fmt(rate)} pushes/s "
+        f"({time.perf_counter() - started:.1f}s)")
+    started = time.perf_counter()
+    small, small_view = await bench_history.small_topic(bench, meta["history_small"])
+    log(f"history: a {meta['history_small']:,}-event topic and its view "
         f"({time.perf_counter() - started:.1f}s)")
     for repeat in range(1, args.big_repeats + 1):
         log(f"backlog repeat {repeat}/{args.big_repeats}")
         started = time.perf_counter()
-        values, samples, view = bench_backlog.drain(bench, backlog, args.backlog)
+        values, samples, view = bench_backlog.drain(bench, backlog, on_topic, rows=rows)
         res.add(values)
         res.add({}, samples, raw=True)
         _show("drain + RSS", values, started)
         try:
             await fig("pulls on the big view",
                       lambda view=view: bench_backlog.bench_big_view_pulls(backlog, view, args.backlog))
+            await fig("history from the index, and by scanning",
+                      lambda view=view: bench_history.bench_history(small, small_view, backlog, view))
+            sync_fig("view size", lambda view=view: (bench_history.backlog_index_size(view, on_topic), {}))
         finally:
             for p in view.parent.glob(view.name + "*"):
                 p.unlink(missing_ok=True)
         started = time.perf_counter()
-        values = await bench_backlog.bench_rebuild(bench, backlog, args.backlog)
+        values = await bench_backlog.bench_rebuild(bench, backlog, on_topic, rows=rows)
         res.add(values)
         _show("rebuild", values, started)
+    started = time.perf_counter()
+    values = await bench_history.bench_index_size(bench, meta["index_backlog"])
+    res.add(values)
+    _show(f"index size, every XCom pushed {bench_history.VERSIONS} times", values, started)
 
 
 def _load() -> str:
@@ -275,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "visible_rate": args.visible_rate, "visible_seconds": args.visible_seconds,
                             "baseline_pushes": args.baseline_pushes, "pushes": args.pushes,
                             "broker_port": args.broker_port,
+                            # the history figures' small topic, the index-size backlog
+                            "history_small": max(1, args.backlog // 10),
+                            "index_backlog": max(1, args.backlog // 10 // bench_history.VERSIONS)
+                            * bench_history.VERSIONS,
                             "code": _code_version()}  # at the start: the code that gets measured
     try:
         if external:
