@@ -40,7 +40,7 @@ from .events import (
     decode_ti_key,
     partition_for,
 )
-from .fetch import EventFetcher
+from .fetch import ONE_BATCH, EventFetcher
 from .records import XComRecord
 from .settings import Settings
 from .topic import describe_topic
@@ -288,7 +288,7 @@ async def _history_from_index(settings: Settings, ti: TaskInstanceKey, key: str,
     """The indexed versions (records fetched by position), then the events past the view."""
     out: list[AuditEvent] = []
     kinds = {"push": "push", "clear": "clear", "override": "override"}
-    async with EventFetcher(settings) as fetcher:
+    async with EventFetcher(settings, fetch_bytes=ONE_BATCH) as fetcher:
         for entry in state.versions:
             raw = await fetcher.fetch(entry.partition, entry.offset)
             try:
@@ -302,12 +302,15 @@ async def _history_from_index(settings: Settings, ti: TaskInstanceKey, key: str,
             described = _described(raw, ti, event, backend)
             kind = "fenced" if entry.fenced else kinds[entry.kind]
             out.append(msgspec.structs.replace(described, kind=kind, try_number=entry.try_number))
-    partition = state.partition
-    if partition is None:
-        partition = partition_for(ti.encode(), await _partition_count(settings))
+        partition = state.partition
+        if partition is None:
+            partition = partition_for(ti.encode(), await _partition_count(settings))
+        applied = state.applied.get(partition, 0)
+        if await fetcher.end_offset(partition) <= applied:
+            return out  # the view has applied everything there is: no reader to start
     # What the view has not applied yet, classified from where the view stands.
     replay = _Replay(key, state.current_try, state.row)
-    return out + await _scan(settings, ti, key, partition, state.applied.get(partition, 0), replay, backend)
+    return out + await _scan(settings, ti, key, partition, applied, replay, backend)
 
 
 async def _scan(settings: Settings, ti: TaskInstanceKey, key: str, partition: int, start: int,

@@ -302,11 +302,7 @@ class XComBus:
         ti = ti.validated()
         validate_key(key)
         partition = self.partition_of(ti)
-        if self._fetcher is None:
-            from .fetch import EventFetcher  # aiokafka's consumer: loaded on first use
-
-            self._fetcher = EventFetcher(self.settings)
-        raw = await self._fetcher.fetch(partition, to_offset)
+        raw = await self._records().fetch(partition, to_offset)
         where = f"partition {partition} offset {to_offset}"
         try:
             event = decode_event(raw.value) if decode_ti_key(raw.key) == ti else None
@@ -352,6 +348,15 @@ class XComBus:
                          try_number=current_try)
         raw_key = ti.encode()
         return await self._publisher.publish(partition, raw_key, encode_event(event))
+
+    def _records(self) -> EventFetcher:
+        """The reader of single records by position (per-try reads, reverts): scattered
+        positions, so one record batch per fetch."""
+        if self._fetcher is None:
+            from .fetch import ONE_BATCH, EventFetcher  # aiokafka's consumer: loaded on first use
+
+            self._fetcher = EventFetcher(self.settings, fetch_bytes=ONE_BATCH)
+        return self._fetcher
 
     # -- pull ---------------------------------------------------------------------------
     def _view(self) -> ViewReader:
@@ -430,14 +435,11 @@ class XComBus:
         """What try ``try_number`` of ``ti`` last wrote under ``key``, from the topic (the
         newest indexed version of that try whose record really is this XCom's: the index
         finds XComs by a hash of their identity)."""
-        if self._fetcher is None:
-            from .fetch import EventFetcher  # aiokafka's consumer: loaded on the first per-try read
-
-            self._fetcher = EventFetcher(self.settings)
+        fetcher = self._records()
         for entry in reversed(view.versions(*ti, key)):
             if entry.kind == "clear" or entry.try_number != try_number:
                 continue
-            raw = await self._fetcher.fetch(entry.partition, entry.offset)
+            raw = await fetcher.fetch(entry.partition, entry.offset)
             try:
                 if decode_ti_key(raw.key) != ti:
                     continue
