@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .backends import BaseXCom, backend_purges
 from .errors import XComIdentifierError
@@ -68,19 +68,21 @@ class LogMessage(Protocol):
     def timestamp(self) -> int | None: ...
 
 
+#: A task instance's state in a step, one list so that each event costs one dict lookup:
+#: ``[position in batch.tis, its try there, cleared in the step, XCom key -> row (None: no
+#: row yet or cleared), offsets of its version rows (the list batch.tis holds)]``.
+_TIState: TypeAlias = list[Any]
+
+
 class _Step:
     """The step being folded: its rows per task instance and what the writer must judge."""
 
-    __slots__ = ("batch", "by_ti", "cleared", "names", "repeated", "tis")
+    __slots__ = ("batch", "names", "repeated", "tis")
 
     def __init__(self, batch: ViewBatch) -> None:
         self.batch = batch
-        #: task instance -> XCom key -> row: a clear drops its task instance's rows in one pop.
-        self.by_ti: dict[TaskInstanceKey, dict[str, Row]] = {}
-        #: task instance -> its position in ``batch.tis`` (whose try its events here have).
-        self.tis: dict[TaskInstanceKey, int] = {}
-        #: Task instances cleared in this step: a later push is not their XCom's first one.
-        self.cleared: set[TaskInstanceKey] = set()
+        #: task instance -> its state in the step (one lookup per event: see :data:`_TIState`).
+        self.tis: dict[TaskInstanceKey, _TIState] = {}
         #: ``(partition, offset)`` of the rows that are not their XCom's first write in the
         #: step (every other row is one, and is judged against the stored row).
         self.repeated: set[tuple[int, int]] = set()
@@ -98,17 +100,16 @@ class _Step:
             ident = self.names[producer] = name_id(producer)
         return ident
 
-    def gone(self, row: Row) -> None:
+    def gone(self, row: Row, state: _TIState) -> None:
         """A row of the step was superseded or cleared within it, so it never reaches the
         view: index it here (a row that reaches the view is indexed when it leaves it, see
         store._TRIGGERS). If it was its XCom's first write, the writer must still tell whether
         it was a re-send of the stored row."""
-        pos = self.tis[TaskInstanceKey(*row[:4])]
-        ti = self.batch.tis[pos]
+        pos = state[0]
         self.batch.versions.append((version_ident(ti_ident(*row[:4]), row[4]), row[11], row[12], KIND_PUSH,
                                     row[10], row[7], self.name(row[9]), None, len(row[5]),
                                     content_hash(row[5]), 0))
-        ti[6].append(row[12])
+        state[4].append(row[12])
         if (row[11], row[12]) not in self.repeated:
             self.batch.probes.append((pos, row[4], row[11], row[12], row[9], row[10], row[6],
                                       content_hash(row[5])))
@@ -116,7 +117,7 @@ class _Step:
     def close(self) -> None:
         """Write the folded rows into the step's batch."""
         batch, repeated = self.batch, self.repeated
-        batch.upserts = [row for rows in self.by_ti.values() for row in rows.values()]
+        batch.upserts = [row for state in self.tis.values() if state[3] for row in state[3].values()]
         if repeated:
             batch.repeated = [(r[11], r[12]) for r in batch.upserts if (r[11], r[12]) in repeated]
         batch.names = [(ident, name) for name, ident in self.names.items()]
@@ -153,16 +154,12 @@ def fold(
     # and XCom keys and codecs already checked in this batch are not checked again.
     last_raw: bytes | None = None
     ti: TaskInstanceKey  # set by the first message: last_raw starts as None
-    #: The task instance's position in the step's tis, its try there (0: none yet) and the
-    #: offsets of its version rows there.
-    pos, ti_try = -1, 0
-    marks: list[int] = []
-    #: Whether it was cleared in the step (a later push is then not its XCom's first write).
-    ti_cleared = False
+    #: The task instance's state in the step (None: no event of it there yet).
+    state: _TIState | None = None
     key: str
     codec: str | None
     value: bytes | None
-    rows: dict[str, Row] | None = None
+    rows: dict[str, Row] | None
     valid_keys: set[str] = set()
     readable: set[str] = set()
     for partition, batch_messages in messages.items():
@@ -178,17 +175,16 @@ def fold(
                 if raw != last_raw or raw is None:
                     last_raw = None  # a key that fails to decode must not be reused
                     ti = decode_ti_key(raw)
-                    rows = step.by_ti.get(ti)
-                    pos = step.tis.get(ti, -1)
-                    ti_try, ti_cleared = 0, False
-                    if pos >= 0:
-                        ti_try, marks = step.batch.tis[pos][4], step.batch.tis[pos][6]
-                        ti_cleared = ti in step.cleared
+                    state = step.tis.get(ti)
                     last_raw = raw
                 event = decode_event(message.value)
-                if isinstance(event, Clear):
+                # The kinds are final Structs: one type() read instead of an isinstance per test.
+                kind = type(event)
+                if kind is Clear:
                     key, codec, value = "", None, None
                 else:
+                    if TYPE_CHECKING:  # what ``kind`` says, for the type checker only
+                        assert not isinstance(event, Clear)
                     key, codec, value = event.key, event.codec, event.value
                     if key not in valid_keys:
                         try:
@@ -217,20 +213,24 @@ def fold(
                                              f"unexpected {type(exc).__name__}: {exc}", message.timestamp))
                 continue
 
-            if isinstance(event, Override):  # a step by itself, applied in log order like a push
+            if kind is Override:  # a step by itself, applied in log order like a push
+                if TYPE_CHECKING:
+                    assert isinstance(event, Override)
                 if not step.empty():
                     new_step()
                 step.batch.override = (*ti, key, value, codec, event.ts, event.producer, event.actor,
                                        partition, offset)
                 new_step()
-                rows, pos, ti_try, ti_cleared = None, -1, 0, False
+                state = None
                 continue
 
             # A push or a clear. A try below 1 counts as 1 (the stored default).
+            if TYPE_CHECKING:
+                assert not isinstance(event, Override)
             try_number = event.try_number
             effective = try_number if try_number > 1 else 1
             producer = event.producer
-            if effective != ti_try:  # not the try this task instance had in this step so far
+            if state is None or effective != state[1]:  # not the try it had in this step so far
                 if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
                     step.batch.versions.append(
                         (version_ident(ti_ident(*ti), event.key), partition, offset, KIND_PUSH, try_number,
@@ -239,33 +239,32 @@ def fold(
                         (version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR, try_number, event.ts,
                          step.name(producer), None, None, None, 1))
                     continue
-                if ti in step.tis:  # a newer try of this task instance: judged against the stored one anew
+                if state is not None:  # a newer try of this task instance: judged against the stored one anew
                     new_step()
-                    rows, ti_cleared = None, False
-                top[ti] = ti_try = effective
-                pos = step.tis[ti] = len(step.batch.tis)
-                marks = []
+                top[ti] = effective
+                marks: list[int] = []
+                state = step.tis[ti] = [len(step.batch.tis), effective, False, None, marks]
                 step.batch.tis.append((*ti, effective, partition, marks))
-            if isinstance(event, Clear):
-                gone = step.by_ti.pop(ti, None)
-                rows = None
+            if kind is Clear:
+                gone = state[3]
+                state[3] = None
                 if gone:
                     for row in gone.values():
-                        step.gone(row)
+                        step.gone(row, state)
                     if collect_superseded:
                         batch.superseded.extend(gone.values())
                 step.batch.clears.append((*ti, partition, offset))
-                step.cleared.add(ti)
-                ti_cleared = True
+                state[2] = True
                 step.batch.versions.append((version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR,
                                             try_number, event.ts, step.name(producer), None, None, None, 0))
-                marks.append(offset)
+                state[4].append(offset)
                 continue
+            if TYPE_CHECKING:
+                assert isinstance(event, Push)
             key, value, codec = event.key, event.value, event.codec  # a push has all three
+            rows = state[3]
             if rows is None:
-                rows = step.by_ti.get(ti)
-                if rows is None:
-                    rows = step.by_ti[ti] = {}
+                rows = state[3] = {}
             previous = rows.get(key)
             if previous is not None:
                 if previous[9] == producer and previous[10] == try_number and previous[6] == codec and \
@@ -273,13 +272,13 @@ def fold(
                     # A re-send of the current row: no version, unless the task instance is fenced.
                     step.batch.held.append((version_ident(ti_ident(*ti), key), partition, offset, KIND_PUSH,
                                             try_number, event.ts, step.name(producer), None, len(value),
-                                            content_hash(value), 1, pos))
+                                            content_hash(value), 1, state[0]))
                     continue
-                step.gone(previous)
+                step.gone(previous, state)
                 step.repeated.add((partition, offset))
                 if collect_superseded:
                     batch.superseded.append(previous)
-            elif ti_cleared:
+            elif state[2]:  # cleared in the step: not the XCom's first write there
                 step.repeated.add((partition, offset))
             logical_date: int | str
             if event.logical_date is None:
