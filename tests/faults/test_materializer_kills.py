@@ -1,11 +1,12 @@
 """Scenario 1: kill -9 the materializer at random instants under load from several
 producer processes, tries retried in the load (zombie pushes of older tries from other
-processes); the view must equal the acknowledged events folded by the fencing rule,
-applied exactly once, with every fenced push in the version index, at every instant and
-after a rebuild."""
+processes) and overrides (sets and deletes by hand) among them; the view must equal the
+acknowledged events folded by the fencing rule, applied exactly once, with every fenced
+push and every override in the version index, at every instant and after a rebuild."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import subprocess
@@ -16,12 +17,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from tests.faults.workload import SOAK, Expected, acknowledged, expected_view
+from tests.faults.workload import ACTOR, SOAK, Expected, acknowledged, expected_view
 from tests.helpers import DrainedPopen, settings_env, start_materializer, stop_process
 from xcombus import Settings, XComBus
 from xcombus.consistency import EndOffsets
 from xcombus.rebuild import rebuild, verify
-from xcombus.store import KIND_PUSH
+from xcombus.store import KIND_OVERRIDE, KIND_PUSH
 from xcombus.view import ViewReader
 
 PRODUCERS = 4
@@ -40,6 +41,8 @@ class Snapshot(NamedTuple):
     tries: dict[tuple[Any, ...], int]
     fenced_pushes: set[tuple[int, int]]
     fenced_clears: set[tuple[int, int]]
+    #: The override index rows: ``(partition, offset)`` -> (try, fenced, actor).
+    overrides: dict[tuple[int, int], tuple[int, int, str | None]]
     indexed: int
 
 
@@ -62,6 +65,9 @@ def snapshot(path: str) -> Snapshot | None:
         for kind, partition, offset in db.execute(
                 "SELECT kind, kafka_partition, kafka_offset FROM xcom_version WHERE fenced = 1"):
             fenced[kind == KIND_PUSH].add((partition, offset))
+        overrides = {(r[0], r[1]): tuple(r[2:]) for r in db.execute(
+            "SELECT v.kafka_partition, v.kafka_offset, v.try_number, v.fenced, n.name FROM xcom_version v "
+            "LEFT JOIN name n ON n.id = v.actor_id WHERE v.kind = ?", (KIND_OVERRIDE,))}
         indexed = db.execute("SELECT count(*) FROM xcom_version").fetchone()[0]
         db.execute("COMMIT")
     except sqlite3.OperationalError as exc:
@@ -70,7 +76,7 @@ def snapshot(path: str) -> Snapshot | None:
         raise
     finally:
         db.close()
-    return Snapshot(offsets, applied, rows, tries, fenced[True], fenced[False], indexed)
+    return Snapshot(offsets, applied, rows, tries, fenced[True], fenced[False], overrides, indexed)
 
 
 def differences(seen: Snapshot, expected: Expected) -> dict[str, int]:
@@ -85,8 +91,13 @@ def differences(seen: Snapshot, expected: Expected) -> dict[str, int]:
         "tries": len(set(seen.tries.items()) ^ set(expected.tries.items())),
         "fenced_pushes": len(seen.fenced_pushes ^ expected.fenced_pushes),
         "fenced_clears": len(seen.fenced_clears ^ expected.fenced_clears),
-        # Every event is a current row or an index row, once.
-        "index": seen.indexed + len(rows) - expected.events,
+        # One index row per override, never fenced, at the try current where it landed.
+        "overrides": len(set(seen.overrides.items()) ^ {(position, (t, 0, ACTOR))
+                                                        for position, t in expected.overrides.items()}),
+        # Every event is a current row or an index row, once; an override is indexed
+        # at once, also while it is its XCom's row.
+        "index": seen.indexed + sum(1 for row in rows.values() if row[2:] not in seen.overrides)
+        - expected.events,
         "applied": seen.applied - expected.events,
     }
 
@@ -169,8 +180,8 @@ async def test_view_survives_repeated_kill_9(settings: Settings, tmp_path: Path)
     try:
         applied = reader.applied_events()
         dead = reader.dead_letters()
-        # The index through the reader's API: each retried XCom's versions are its pushes and
-        # its task instance's clears, fenced or not, as the log has them.
+        # The index through the reader's API: each retried XCom's versions are its pushes, its
+        # overrides and its task instance's clears, fenced or not, as the log has them.
         versions_wrong = 0
         for ti, history in expected.history.items():
             if ti[0] != "retry":
@@ -186,9 +197,20 @@ async def test_view_survives_repeated_kill_9(settings: Settings, tmp_path: Path)
     zombies = {(e["partition"], e["offset"]) for e in events if e.get("zombie") and e["kind"] == "push"}
     zombie_clears = {(e["partition"], e["offset"]) for e in events if e.get("zombie") and e["kind"] == "clear"}
     retried = [ti for ti in expected.history if ti[0] == "retry"]
+    # The overrides acknowledged, by (dag, set or delete); the sets that took a try above 1,
+    # and those that landed after the next try of their sender's started (the oracle gives
+    # them a try above their sender's).
+    sent = {(e["partition"], e["offset"]): e for e in events if e["kind"] == "override"}
+    overrides = {(dag, delete): sum(1 for e in sent.values() if e["ti"][0] == dag and (e["value"] is None) == delete)
+                 for dag in ("load", "retry") for delete in (False, True)}
+    sets = {position: t for position, t in expected.overrides.items() if sent[position]["value"] is not None}
+    sets_above_1 = sum(1 for t in sets.values() if t > 1)
+    overtaken = sum(1 for position, t in sets.items() if t > sent[position]["sender_try"])
+    refused = sum(1 for out in outs for line in out.read_text().splitlines() if json.loads(line)["kind"] == "refused")
     print(f"kills={kills} acknowledged={len(events)} log={sum(end.values())} rows={len(live.rows)} "
           f"retried={len(retried)} at_try_3={sum(1 for t in expected.tries.values() if t == 3)} "
           f"zombie_pushes={len(zombies)} fenced_pushes={len(live.fenced_pushes)} zombie_clears={len(zombie_clears)} "
+          f"overrides={overrides} sets_above_try_1={sets_above_1} sets_overtaken={overtaken} refused={refused} "
           f"snapshots={len(snapshots)} applied={sum(applied.values())} differences={differences(live, expected)}")
     assert kills == KILLS and not dead
     # The load did what it claims: every zombie event reached the log after its task
@@ -196,11 +218,14 @@ async def test_view_survives_repeated_kill_9(settings: Settings, tmp_path: Path)
     assert zombies and expected.fenced_pushes == zombies
     assert zombie_clears and expected.fenced_clears == zombie_clears
     assert len(retried) == PRODUCERS * RETRIED
+    # Overrides of both kinds on both kinds of task instance, and sets that took a try above 1.
+    assert all(overrides.values()) and sets_above_1
     # The live view: the acknowledged events folded by the fencing rule (no fenced value
-    # visible, none lost), with every fenced push in the index.
+    # visible, none lost), with every fenced push and every override in the index.
     found = differences(live, expected)
     assert found == dict.fromkeys(found, 0)
     assert len(live.fenced_pushes) == len(zombies) and len(live.fenced_clears) == len(zombie_clears)
+    assert set(live.overrides) == set(sent)
     assert versions_wrong == 0
     # Each view seen, when a kill came or as a batch committed, was the log folded up to its
     # offsets: rows, tries and index alike.

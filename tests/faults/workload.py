@@ -12,7 +12,11 @@ partition, offset. A push that raised is recorded as failed (it may or may not b
 log). With ``--retried R --producers P --sync DIR`` the P producer processes also retry
 task instances, try t of each in a different process than try t-1 (:func:`retry_plan`,
 :func:`act_try`): a newer try starts with a clear or with a push, and the older try, now a
-zombie, pushes after it (lines marked ``"zombie": true``).
+zombie, pushes after it (lines marked ``"zombie": true``). Overrides go with both: an
+occasional set or delete of a load task instance's XCom, and of a retried one's after its
+try's keys (:func:`override`; the current try, which a set takes, is decided by where the
+override lands in the log, racing the next try's first event). A delete the view does not
+hold yet is tried again, then recorded as refused (``"kind": "refused"``: never published).
 
 The oracle (:func:`acknowledged`, :func:`expected_view`) folds the acknowledged events in
 log order, by their receipts' ``(partition, offset)``, not by when a process wrote them:
@@ -32,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from xcombus import Receipt, TaskInstance, XComBus, XComBusError
+from xcombus import Receipt, TaskInstance, XComBus, XComBusError, XComNotFoundError, XComViewError
 
 SOAK = os.environ.get("XCOMBUS_SOAK") == "1"
 
@@ -40,6 +44,10 @@ TASKS = 40
 KEYS = 5
 #: The keys a retried task instance's tries push.
 RETRY_KEYS = 4
+#: Every this many events of the load, one is an override instead (a third of them deletes).
+OVERRIDE_EVERY = 37
+#: Who the load's overrides name as their actor.
+ACTOR = "fault-load"
 
 
 class Acked(NamedTuple):
@@ -82,7 +90,8 @@ def lost_and_stale(acked: Iterable[Acked],
 
 
 async def produce(out: Path, pushes: int, seed: int, concurrency: int = 200, clear_every: int = 500, *,
-                  retried: int = 0, producers: int = 1, sync: Path | None = None) -> None:
+                  override_every: int = OVERRIDE_EVERY, retried: int = 0, producers: int = 1,
+                  sync: Path | None = None) -> None:
     """Push ``pushes`` events at try 1 (see the module docstring) and, with ``retried``, act
     out this producer's tries of the retried task instances (:func:`retry_plan`), writing
     one JSON line per acknowledged event to ``out``."""
@@ -93,11 +102,13 @@ async def produce(out: Path, pushes: int, seed: int, concurrency: int = 200, cle
         sem = asyncio.Semaphore(concurrency)
 
         def record(ti: TaskInstance, event: dict[str, Any], r: Receipt | None, **extra: Any) -> None:
-            if r is None:
-                lines.append(json.dumps({"kind": "failed", **extra}))
+            if r is None:  # "failed": may be in the log; "refused": never published
+                lines.append(json.dumps({**event, "kind": event.get("kind", "failed"), "ti": list(ti.key), **extra}))
                 return
-            event.update(ti=list(ti.key), partition=r.partition, offset=r.offset, **{"try": ti.try_number},
-                         **extra)
+            event.update(ti=list(ti.key), partition=r.partition, offset=r.offset, **extra)
+            # An override's try is not its sender's: the view gives it the try current where
+            # it lands in the log.
+            event["sender_try" if event["kind"] == "override" else "try"] = ti.try_number
             lines.append(json.dumps(event))
 
         async def one(i: int) -> None:
@@ -106,6 +117,12 @@ async def produce(out: Path, pushes: int, seed: int, concurrency: int = 200, cle
             async with sem:
                 if i % clear_every == clear_every - 1:
                     await event(ti, None, None, record)
+                elif i % override_every == override_every - 1:
+                    # A delete waits for a view that holds its XCom: the load may be done
+                    # before the first materializer applied much of it.
+                    delete = rng.random() < 1 / 3
+                    await override(bus, ti, f"k{rng.randrange(KEYS)}", None if delete else f"{seed}:{i}:set",
+                                   record, patience=4.0 if delete else 0.0)
                 else:
                     await event(ti, f"k{rng.randrange(KEYS)}", f"{seed}:{i}", record)
 
@@ -139,13 +156,42 @@ async def event(ti: TaskInstance, key: str | None, value: str | None, record: _R
         record(ti, {}, None, error=type(exc).__name__)
 
 
+async def override(bus: XComBus, ti: TaskInstance, key: str, value: str | None, record: _Record, *,
+                   patience: float = 0.0) -> None:
+    """Set ``key`` of ``ti`` to ``value`` by hand (a delete when ``value`` is None) and record
+    the receipt. The view is read without waiting (its materializer may be down): a delete
+    it does not hold (yet) is tried again for ``patience`` seconds, then recorded as
+    refused."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if value is None:
+                r = await bus.delete_xcom(ti.key, key, reason="fault load", actor=ACTOR, consistency="eventual")
+            else:
+                r = await bus.set_xcom(ti.key, key, value, reason="fault load", actor=ACTOR,
+                                       consistency="eventual")
+        except (XComNotFoundError, XComViewError) as exc:  # from reading the view, before publishing
+            if time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                continue
+            record(ti, {"kind": "refused", "key": key}, None, error=type(exc).__name__, message=str(exc))
+            return
+        except XComBusError as exc:
+            record(ti, {}, None, error=type(exc).__name__)
+            return
+        record(ti, {"kind": "override", "key": key, "value": value}, r)
+        return
+
+
 class TryPlan(NamedTuple):
     """What one try of a retried task instance does: its first event (``None``: a clear,
-    else a push of that key), the keys it pushes after it, and the events it sends once the
-    next try has started, as a zombie (keys it pushes, ``None`` for a clear): all fenced."""
+    else a push of that key), the keys it pushes after it, the overrides its process sends
+    then (key, and whether a delete), and the events it sends once the next try has
+    started, as a zombie (keys it pushes, ``None`` for a clear): all fenced."""
 
     first: str | None
     keys: list[str]
+    overrides: list[tuple[str, bool]]
     zombie: list[str | None]
 
 
@@ -169,7 +215,16 @@ def retry_plan(zombie_seed: int, j: int, pushes: int) -> RetryPlan:
         keys = [f"k{rng.randrange(RETRY_KEYS)}" for _ in range(rng.randrange(4))]
         zombie: list[str | None] = [None if rng.random() < 0.1 else f"k{rng.randrange(RETRY_KEYS)}"
                                     for _ in range(rng.randint(1, 5) if t < count else 0)]
-        tries.append(TryPlan(first, keys, zombie))
+        # A generator of their own: the plans of the pushes stay what they were without overrides.
+        orng = random.Random(f"override:{zombie_seed}:{j}:{t}")
+        pushed = sorted({k for k in [first, *keys] if k is not None})  # what a delete may name, once
+        overrides = []
+        for _ in range(orng.choice((0, 0, 1, 1, 2))):
+            if pushed and orng.random() < 0.4:
+                overrides.append((pushed.pop(orng.randrange(len(pushed))), True))
+            else:
+                overrides.append((f"k{orng.randrange(RETRY_KEYS)}", False))
+        tries.append(TryPlan(first, keys, overrides, zombie))
     return RetryPlan(rng.randrange(pushes) if pushes else 0, tries)
 
 
@@ -181,7 +236,9 @@ async def act_try(bus: XComBus, sync: Path, zombie_seed: int, j: int, t: int, pl
 
     The processes wait for each other's acknowledgements (files in ``sync``), so the log
     order is the plan's: try t's first event after try t-1's keys, its zombie pushes after
-    try t+1's first event (so exactly those are fenced), interleaved with try t+1's keys."""
+    try t+1's first event (so exactly those are fenced), interleaved with try t+1's keys.
+    Its overrides go between its keys and its zombie pushes: before or after try t+1's
+    first event, as the processes race (never fenced either way)."""
     ti = bus.task_instance("retry", f"run_{zombie_seed}", f"t{j}", try_number=t)
     name = f"{zombie_seed}-{j}-t"
     this = plan.tries[t - 1]
@@ -196,6 +253,11 @@ async def act_try(bus: XComBus, sync: Path, zombie_seed: int, j: int, t: int, pl
     for n, key in enumerate(this.keys):
         await event(ti, key, f"{value}:{n}", record)
     (sync / f"{name}{t}-done").touch()
+    # A delete waits for the view to hold its XCom; once the next try started, the
+    # XCom may be gone for good (its first event drops the older try's rows): wait less.
+    patience = 4.0 if t == len(plan.tries) else 0.5
+    for n, (key, delete) in enumerate(this.overrides):
+        await override(bus, ti, key, None if delete else f"{value}:set{n}", record, patience=patience)
     if this.zombie:
         await wait_for(sync / f"{name}{t + 1}-started")
         for n, zombie_key in enumerate(this.zombie):
@@ -243,6 +305,8 @@ class Expected(NamedTuple):
     #: ``(partition, offset)`` of the fenced pushes and clears.
     fenced_pushes: set[tuple[int, int]]
     fenced_clears: set[tuple[int, int]]
+    #: ``(partition, offset)`` of each override -> the try it took (its task instance's current one).
+    overrides: dict[tuple[int, int], int]
     #: Task instance -> its events ``(partition, offset, kind, key, try, fenced)`` in log order.
     history: dict[tuple[Any, ...], list[tuple[int, int, str, str | None, int, bool]]]
     #: Events folded.
@@ -256,7 +320,7 @@ def acknowledged(files: Iterable[Path]) -> list[dict[str, Any]]:
     for f in files:
         for line in f.read_text().splitlines():
             e = json.loads(line)
-            if e["kind"] != "failed":
+            if e["kind"] not in ("failed", "refused"):
                 events.append(e)
     events.sort(key=lambda e: (e["partition"], e["offset"]))
     return events
@@ -266,12 +330,15 @@ def expected_view(events: Iterable[Mapping[str, Any]], until: Mapping[int, int] 
     """Fold acknowledged events (in log order) by the fencing rule of docs/semantics.md,
     independently of xcombus.fold: per task instance the current try is the highest of its
     pushes and clears so far (a try below 1 counts as 1); an older try's event is fenced; a
-    newer try's event first drops the task instance's rows; a clear drops them all.
+    newer try's event first drops the task instance's rows; a clear drops them all. An
+    override is never fenced and moves no try: a set makes its XCom's row, at the current
+    try; a delete drops that row if there is one.
     ``until``: partition -> first offset not folded (a view's offsets), else everything."""
     by_ti: dict[tuple[Any, ...], dict[str, tuple[str, int, int, int]]] = {}
     tries: dict[tuple[Any, ...], int] = {}
     fenced_pushes: set[tuple[int, int]] = set()
     fenced_clears: set[tuple[int, int]] = set()
+    overrides: dict[tuple[int, int], int] = {}
     history: dict[tuple[Any, ...], list[tuple[int, int, str, str | None, int, bool]]] = {}
     count = 0
     for e in events:
@@ -279,7 +346,16 @@ def expected_view(events: Iterable[Mapping[str, Any]], until: Mapping[int, int] 
         if until is not None and position[1] >= until.get(position[0], 0):
             continue
         count += 1
-        ti, try_number = tuple(e["ti"]), e.get("try", 1)
+        ti = tuple(e["ti"])
+        if e["kind"] == "override":
+            current = overrides[position] = tries.get(ti, 1)
+            history.setdefault(ti, []).append((*position, "override", e["key"], current, False))
+            if e["value"] is None:
+                by_ti.get(ti, {}).pop(e["key"], None)
+            else:
+                by_ti.setdefault(ti, {})[e["key"]] = (e["value"], current, *position)
+            continue
+        try_number = e.get("try", 1)
         effective, current = max(try_number, 1), tries.get(ti, 1)
         fenced = effective < current
         history.setdefault(ti, []).append((*position, e["kind"], e.get("key"), try_number, fenced))
@@ -294,8 +370,8 @@ def expected_view(events: Iterable[Mapping[str, Any]], until: Mapping[int, int] 
         else:
             by_ti.setdefault(ti, {})[e["key"]] = (e["value"], try_number, *position)
     rows = {(*ti, key): row for ti, keyed in by_ti.items() for key, row in keyed.items()}
-    return Expected(rows, {ti: t for ti, t in tries.items() if t > 1}, fenced_pushes, fenced_clears, history,
-                    count)
+    return Expected(rows, {ti: t for ti, t in tries.items() if t > 1}, fenced_pushes, fenced_clears, overrides,
+                    history, count)
 
 
 def main() -> None:
