@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import unquote
 
-from litestar import Request, Router, delete, get, patch, post
+from litestar import HttpMethod, Request, Response, Router, delete, get, patch, post, route
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import Body, Parameter
 from litestar.types import Guard
 
 from .._time import from_us, to_us
@@ -39,7 +40,7 @@ from ..errors import XComIdentifierError, XComNotFoundError, XComSerializationEr
 from ..events import TaskInstanceKey, validate_key, validate_reason
 from ..lookup import XComLookup
 from ..records import XComRecord
-from ..search import ORDER_COLUMNS, XComSearch
+from ..search import DEFAULT_ORDER, ORDER_COLUMNS, XComSearch
 from ..settings import Settings
 from .errors_v2 import RequestInvalid, v2_responses
 from .models_v2 import (
@@ -49,7 +50,6 @@ from .models_v2 import (
     XComHistoryResponse,
     XComResponse,
     XComResponseNative,
-    XComResponseString,
     XComUpdateBody,
     XComVersion,
 )
@@ -75,6 +75,7 @@ _INT32: Final = 2**31 - 1
 #: Offsets beyond any view (and within SQLite's integers).
 _MAX_OFFSET: Final = 2**62
 _WILDCARD: Final = "~"
+_T = TypeVar("_T")
 _EMPTY: Final = XComCollectionResponse(xcom_entries=[], total_entries=0)
 
 _Pattern = Annotated[str | None, Parameter(description=(
@@ -86,8 +87,18 @@ _Prefix = Annotated[str | None, Parameter(description=(
 _Moment = Annotated[str | None, Parameter(
     description="An ISO 8601 date-time (`Z`, `+00:00` or `+0000`; without an offset: UTC).",
     schema_extra={"format": "date-time"})]
+#: A request body that, as Airflow's, takes no field beyond its own (documented for clients).
+_Strict = Annotated[_T, Body(schema_extra={"additionalProperties": False})]
 _OneMapIndex = Annotated[int, Parameter(
     ge=-1, description="The map index: -1 for an unmapped task instance.")]
+
+
+def _options(path: str, allow: str) -> HTTPRouteHandler:
+    @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False)
+    def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allow})
+
+    return options
 
 
 def _invalid(location: str, name: str, given: Any, kind: str, msg: str) -> RequestInvalid:
@@ -98,17 +109,12 @@ def _moment(name: str, value: str | None) -> int | None:
     """A date-time query value as µs; a naive one is UTC (Airflow would fail on it)."""
     if value is None:
         return None
-    text = value.strip()
     try:
-        if text.lstrip("-").replace(".", "", 1).isdigit():
-            seconds = float(text)
-            moment = datetime.fromtimestamp(seconds / 1000 if abs(seconds) > 2e10 else seconds, UTC)
-        else:
-            moment = datetime.fromisoformat(text.replace("z", "Z"))
+        moment = datetime.fromisoformat(value.strip())
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return to_us(moment)
-    except (ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError):
         raise _invalid("query", name, value, "datetime_from_date_parsing",
                        "Input should be a valid datetime or date") from None
 
@@ -215,7 +221,8 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
         order_by: Annotated[list[str] | None, Parameter(description=(
             "Attributes to order by, multi criteria sort is supported. Prefix with `-` for descending "
             "order. Supported attributes: `key, dag_id, run_id, task_id, map_index, timestamp, run_after`"
-        ), schema_extra={"default": ["dag_id", "task_id", "run_id", "map_index", "key"]})] = None,
+        ), schema_extra={"default": list(DEFAULT_ORDER), "maxItems": MAX_ORDER_BY,
+                         "items": {"type": "string", "pattern": f"^-*({'|'.join(ORDER_COLUMNS)})$"}})] = None,
     ) -> XComCollectionResponse:
         """Get all XCom entries. `~` as the dag_id, dag_run_id or task_id means any."""
         order = _order(order_by)
@@ -256,8 +263,10 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
             "itself, made JSON (non-JSON types as their str()))."))] = False,
         stringify: Annotated[bool, Parameter(description=(
             "true: the value as Python's str() of it (null stays null)."))] = False,
-    ) -> XComResponseNative | XComResponseString:
-        """Get an XCom entry."""
+    ) -> XComResponseNative:
+        """Get an XCom entry. Airflow documents anyOf(XComResponseNative, XComResponseString);
+        a string value is valid in both, so this documents XComResponseNative alone (what the
+        client always parses into) and `stringify=true` gives a string (or null) value."""
         key = xcom_key[1:]  # the path parameter keeps its leading '/'
         missing = f"XCom entry with key: `{key}` not found"
         ti = target(dag_id, dag_run_id, task_id, key, map_index, missing)
@@ -271,7 +280,7 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
         else:
             value = stored(record)
         if stringify:
-            return XComResponseString(**fields(*row), value=as_string(value))
+            return XComResponseNative(**fields(*row), value=as_string(value))
         return XComResponseNative(**fields(*row), value=as_native(value))
 
     def check_value(value: Any) -> None:
@@ -282,14 +291,6 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
         if problem:
             raise RequestInvalid(ValidationError(type="value_error", loc=["body", "value"],
                                                  msg=f"Value error, {problem}", input=value))
-
-    def check_map_index(map_index: int) -> None:
-        if not -1 <= map_index <= _INT32:
-            raise RequestInvalid(ValidationError(
-                type="greater_than_equal" if map_index < -1 else "less_than_equal", loc=["body", "map_index"],
-                msg="Input should be greater than or equal to -1" if map_index < -1
-                else f"Input should be less than or equal to {_INT32}",
-                input=map_index))
 
     async def publish(request: Request[Any, Any, Any], ti: TaskInstanceKey, key: str, value: Any,
                       reason: str) -> None:
@@ -309,11 +310,10 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
     @post(f"{_TI}/xcomEntries", tags=_TAGS, operation_id="create_xcom_entry_v2", summary="Create Xcom Entry",
           status_code=201, guards=write_guards,
           responses=v2_responses(400, 401, 403, 404, 409, 422, 503, 504))
-    async def create_xcom_entry(dag_id: str, task_id: str, dag_run_id: str, data: XComCreateBody,
+    async def create_xcom_entry(dag_id: str, task_id: str, dag_run_id: str, data: _Strict[XComCreateBody],
                                 request: Request[Any, Any, Any]) -> XComResponseNative:
         """Create an XCom entry: an override event by the token's principal. The DAG run must be
         known to the view (it holds at least one XCom of it), as Airflow 404s on an unknown run."""
-        check_map_index(data.map_index)
         check_value(data.value)
         reason = _reason(request, data.reason, "POST")
         if not _could_exist(dag_id, None, None) or not lookup.reader.entries(dag_id=dag_id, limit=1):
@@ -340,10 +340,10 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
            summary="Update Xcom Entry", status_code=200, guards=write_guards,
            responses=v2_responses(400, 401, 403, 404, 422, 503, 504))
     async def update_xcom_entry(dag_id: str, task_id: str, dag_run_id: str, xcom_key: str,
-                                data: XComUpdateBody, request: Request[Any, Any, Any]) -> XComResponseNative:
+                                data: _Strict[XComUpdateBody],
+                                request: Request[Any, Any, Any]) -> XComResponseNative:
         """Update an existing XCom entry (its map index is in the body): an override event."""
         key = xcom_key[1:]
-        check_map_index(data.map_index)
         check_value(data.value)
         reason = _reason(request, data.reason, "PATCH")
         missing = f"The XCom with key: `{key}` with mentioned task instance doesn't exist."
@@ -401,7 +401,7 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
         dag_id: str, dag_run_id: str, task_id: str,
         try_number: Annotated[int, Parameter(ge=1, le=_INT32)], xcom_key: str,
         map_index: _OneMapIndex = -1, stringify: bool = False,
-    ) -> XComResponseNative | XComResponseString:
+    ) -> XComResponseNative:
         """What try `try_number` of the task instance last wrote under the key (a push, or an
         override made while it was the current try), read from the topic also when the view
         no longer shows it (a cleared or fenced try). The value is the value itself, as
@@ -418,9 +418,13 @@ def api_v2_router(settings: Settings, lookup: XComLookup, writer: ApiWriter, *, 
         logical = current[1] if current else record.logical_date
         run_after = current[2] if current else (logical or record.timestamp)
         if stringify:
-            return XComResponseString(**fields(record, logical, run_after), value=as_string(value))
+            return XComResponseNative(**fields(record, logical, run_after), value=as_string(value))
         return XComResponseNative(**fields(record, logical, run_after), value=as_native(value))
 
+    # Each path's OPTIONS first: Litestar's own, made when a path's first handler registers,
+    # would answer with that handler's methods only.
     return Router(API_V2_PREFIX, route_handlers=[
+        _options(f"{_TI}/xcomEntries", "GET, OPTIONS, POST"),
+        _options(f"{_TI}/xcomEntries/{{xcom_key:path}}", "DELETE, GET, OPTIONS, PATCH"),
         get_xcom_entries, get_xcom_entry, create_xcom_entry, update_xcom_entry, delete_xcom_entry,
         get_xcom_history, get_xcom_entry_of_try], security=security)

@@ -11,9 +11,11 @@ The ``xcombus`` extension bodies (history) come last.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+
+from ..events import MAX_REASON_LEN
 
 __all__ = [
     "HTTPExceptionResponse",
@@ -26,10 +28,20 @@ __all__ = [
     "XComHistoryResponse",
     "XComResponse",
     "XComResponseNative",
-    "XComResponseString",
     "XComUpdateBody",
     "XComVersion",
 ]
+
+
+#: What a key may be (an XCom key is 1-512 printable characters; the server also checks
+#: Unicode classes a regex cannot name), a reason (a printable line with a non-blank
+#: character), and a map index (32-bit, -1 for unmapped): documented, and checked on decoding.
+_PRINTABLE: Final = r"[^\x00-\x1f\x7f-\x9f]"
+Key = Annotated[str, msgspec.Meta(pattern=f"^{_PRINTABLE}{{1,512}}$")]
+_NONBLANK: Final = r"[^\s\x00-\x1f\x7f-\x9f]"
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_LEN,
+                                     pattern=f"^{_PRINTABLE}*{_NONBLANK}{_PRINTABLE}*$")]
+MapIndex = Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)]
 
 
 class XComResponse(msgspec.Struct, kw_only=True):
@@ -56,12 +68,6 @@ class XComResponseNative(XComResponse, kw_only=True):
     value: Any
 
 
-class XComResponseString(XComResponse, kw_only=True):
-    """One XCom with its value as Python's ``str()`` of it (null stays null)."""
-
-    value: str | None
-
-
 class XComCollectionResponse(msgspec.Struct, kw_only=True):
     """A page of XComs and how many match in all."""
 
@@ -72,20 +78,20 @@ class XComCollectionResponse(msgspec.Struct, kw_only=True):
 class XComCreateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new XCom: its key, its value (any JSON, null included) and map index."""
 
-    key: str
+    key: Key
     value: Any
-    map_index: int = -1
+    map_index: MapIndex = -1
     #: xcombus: why (the override's reason in history); else the X-Xcombus-Reason header.
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class XComUpdateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new value for an existing XCom (its map index is in the body, as in Airflow)."""
 
     value: Any
-    map_index: int = -1
+    map_index: MapIndex = -1
     #: xcombus: why (the override's reason in history); else the X-Xcombus-Reason header.
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class HTTPExceptionResponse(msgspec.Struct, kw_only=True):
@@ -113,6 +119,7 @@ class HTTPValidationError(msgspec.Struct, kw_only=True):
 class LoginBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Credentials of a configured user (XCOMBUS_API_USERS)."""
 
+    #: Documented with minLength 1; an empty one is Airflow's 400, not a decoding error.
     username: str
     password: str
 

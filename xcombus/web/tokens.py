@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
@@ -29,7 +30,16 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.openapi.spec import (
+    OAuthFlow,
+    OAuthFlows,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 from litestar.types import Guard
 
 from ..errors import XComConfigError
@@ -217,6 +227,18 @@ def v2_security_schemes() -> dict[str, SecurityScheme]:
 
 
 _FORM = "application/x-www-form-urlencoded"
+_CREDENTIAL = Schema(type=OpenAPIType.STRING, min_length=1)
+_LOGIN_SCHEMA = Schema(type=OpenAPIType.OBJECT, properties={"username": _CREDENTIAL, "password": _CREDENTIAL},
+                       required=["username", "password"], additional_properties=False)
+
+
+@dataclass
+class _LoginOperation(Operation):
+    """The login's body, documented as Airflow does: JSON or a form (the handler reads either)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(required=True, content={
+            media: OpenAPIMediaType(schema=_LOGIN_SCHEMA) for media in ("application/json", _FORM)})
 _LOGIN_DECODER = msgspec.json.Decoder(LoginBody)
 
 
@@ -228,7 +250,7 @@ def login_handler(store: TokenStore) -> Any:
         return HTTPException(status_code=status, detail=detail)
 
     @post("/auth/token", status_code=201, tags=["Login"], operation_id="create_token",
-          summary="Get a token for a configured user", security=[],
+          summary="Get a token for a configured user", security=[], operation_class=_LoginOperation,
           responses={status: ResponseSpec(data_container=HTTPExceptionResponse, description=text,
                                           generate_examples=False)
                      for status, text in ((400, "Username or password is empty."),
