@@ -4,7 +4,9 @@ Built on click (subcommands, typed options and help for free); every command rea
 same ``XCOMBUS_*`` settings as the library, and options override them. Every command maps
 errors to exit codes through :func:`xcombus.process.exit_codes` (1: failed, with the
 error's message; 2: bad configuration or usage); ``materialize`` and ``tail`` run the
-long-running processes of :mod:`xcombus.services`.
+long-running processes of :mod:`xcombus.services`. ``set``, ``delete`` and ``revert`` write
+audited overrides (a reason is required: without one the command is a usage error and
+publishes nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .process import configure_logging, exit_codes
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .audit import AuditEvent
     from .broker import LocalBroker
     from .records import Receipt
 
@@ -127,10 +130,7 @@ def materialize(view: str | None, topic: str | None, log_level: str) -> None:
 @_errors
 def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value_json: str) -> None:
     """Push VALUE_JSON under KEY; print the receipt (topic, partition, offset) as JSON."""
-    try:
-        value = msgspec.json.decode(value_json)
-    except msgspec.DecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="VALUE_JSON") from exc
+    value = _decode_value(value_json)
 
     async def push_one() -> Receipt:
         from .bus import XComBus
@@ -142,15 +142,147 @@ def push(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value
     click.echo(_json.encode(receipt._asdict()).decode())
 
 
+# -- overrides: manual changes, audited ----------------------------------------------------
+def _checked(check: Callable[[object], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that runs an events.validate_* check: a bad value is a usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from .errors import XComIdentifierError
+
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except XComIdentifierError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def _override_options(fn: F) -> F:
+    from .events import validate_actor, validate_reason
+
+    for option in reversed([
+        click.option("--reason", required=True, callback=_checked(validate_reason),
+                     help="why (required; history shows it): one line, e.g. a ticket"),
+        click.option("--actor", default=None, callback=_checked(validate_actor),
+                     help="who makes the change [XCOMBUS_ACTOR, else the OS user]"),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _override(action: str, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, *,
+              actor: str | None, reason: str, value: Any = None, to_offset: int | None = None) -> None:
+    """Publish one override (``action``: set, delete, revert) and print, as one JSON line,
+    where it landed and what it records: try, actor, reason and the version it replaced."""
+
+    async def publish() -> dict[str, Any]:
+        from .bus import XComBus
+        from .errors import XComBusError
+        from .events import EventDecodeError, Override, TaskInstanceKey, decode_event
+        from .fetch import EventFetcher
+
+        settings = Settings.from_env()
+        ti = TaskInstanceKey(dag_id, run_id, task_id, map_index)
+        async with XComBus(settings) as bus:
+            if action == "set":
+                receipt = await bus.set_xcom(ti, key, value, reason=reason, actor=actor)
+            elif action == "delete":
+                receipt = await bus.delete_xcom(ti, key, reason=reason, actor=actor)
+            else:
+                assert to_offset is not None
+                receipt = await bus.revert_xcom(ti, key, to_offset=to_offset, reason=reason, actor=actor)
+        out: dict[str, Any] = {**receipt._asdict(), "kind": "override", "action": action}
+        if to_offset is not None:
+            out["reverted_to"] = (receipt.partition, to_offset)
+        # The event itself says what the bus recorded (the actor it chose, the version the
+        # view held): read it back rather than guess.
+        try:
+            async with EventFetcher(settings) as fetcher:
+                raw = await fetcher.fetch(receipt.partition, receipt.offset)
+            event = decode_event(raw.value)
+        except (XComBusError, EventDecodeError) as exc:
+            # The override is durable already: say so rather than fail the command.
+            click.echo(f"xcombus: the override is at partition {receipt.partition} offset "
+                       f"{receipt.offset}, but reading it back failed ({exc}); "
+                       "`xcombus history` shows it", err=True)
+            return out
+        if isinstance(event, Override):
+            out.update(try_number=event.try_number, actor=event.actor, reason=event.reason,
+                       replaces=event.replaces)
+        return out
+
+    click.echo(_json.encode(asyncio.run(publish())).decode())
+
+
+def _decode_value(value_json: str) -> Any:
+    try:
+        return msgspec.json.decode(value_json)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="VALUE_JSON") from exc
+
+
+@main.command("set")
+@_ti_options
+@click.option("--map-index", type=int, default=-1, show_default=True)
+@click.argument("key")
+@click.argument("value_json")
+@_override_options
+@_errors
+def set_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value_json: str,
+             reason: str, actor: str | None) -> None:
+    """Set KEY to VALUE_JSON by hand: an override, applied in log order like a push and shown
+    in history with the actor, the reason and the version it replaced. Prints where it
+    landed and what it replaced as JSON."""
+    _override("set", dag_id, run_id, task_id, map_index, key, actor=actor, reason=reason,
+              value=_decode_value(value_json))
+
+
+@main.command("delete")
+@_ti_options
+@click.option("--map-index", type=int, default=-1, show_default=True)
+@click.argument("key")
+@_override_options
+@_errors
+def delete_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, reason: str,
+                actor: str | None) -> None:
+    """Delete KEY by hand (an audited override); exit 1 when the view has no such XCom."""
+    _override("delete", dag_id, run_id, task_id, map_index, key, actor=actor, reason=reason)
+
+
+@main.command("revert")
+@_ti_options
+@click.option("--map-index", type=int, default=-1, show_default=True)
+@click.argument("key")
+@click.option("--to", "to_offset", type=click.IntRange(0), required=True, metavar="OFFSET",
+              help="the offset of the version to restore, as `xcombus history` lists it")
+@_override_options
+@_errors
+def revert_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str, to_offset: int,
+                reason: str, actor: str | None) -> None:
+    """Re-publish an earlier version of KEY (the event at offset --to of its task
+    instance's partition) as an override; exit 1 when that offset is no version of KEY."""
+    _override("revert", dag_id, run_id, task_id, map_index, key, actor=actor, reason=reason,
+              to_offset=to_offset)
+
+
 @main.command()
 @_ti_options
 @click.option("--key", default="return_value", show_default=True)
 @click.option("--map-index", type=int, default=None,
-              help="one map index; default: every map index (a list when several)")
+              help="one map index; default: every map index (a list when several), "
+                   "or -1 (the unmapped instance) with --try")
+@click.option("--try", "try_number", type=click.IntRange(1), default=None, metavar="N",
+              help="what try N of the task instance last pushed under KEY, also when a later "
+                   "try cleared it; reads one map index (--map-index, default -1)")
 @click.option("--eventual", is_flag=True, help="read the view as it is, without waiting for it")
 @_errors
-def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None, eventual: bool) -> None:
+def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None,
+         try_number: int | None, eventual: bool) -> None:
     """Print an XCom's value as JSON; exit 1 when there is none."""
+    if try_number is not None and map_index is None:
+        map_index = -1  # a per-try read finds versions by identity: it cannot list map indexes
 
     async def pull_values() -> list[Any]:
         from .bus import XComBus
@@ -158,13 +290,15 @@ def pull(dag_id: str, run_id: str, task_id: str, key: str, map_index: int | None
         async with XComBus(Settings.from_env()) as bus:
             records = await bus.read(dag_id, run_id, [task_id], key,
                                      map_indexes=None if map_index is None else [map_index],
-                                     consistency="eventual" if eventual else "strong")
+                                     consistency="eventual" if eventual else "strong",
+                                     try_number=try_number)
             return [bus.deserialize(r) for r in records]
 
     values = asyncio.run(pull_values())
     if not values:
         where = f"{dag_id}/{run_id}/{task_id}" + ("" if map_index is None else f"[{map_index}]")
-        click.echo(f"xcombus: no XCom {key!r} for {where}", err=True)
+        of_try = "" if try_number is None else f" from try {try_number}"
+        click.echo(f"xcombus: no XCom {key!r} for {where}{of_try}", err=True)
         sys.exit(1)
     click.echo(_json.encode(values[0] if len(values) == 1 else values).decode())
 
@@ -180,6 +314,8 @@ _MOMENT = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d
 @click.option("--map-index", type=int)
 @click.option("--since", type=_MOMENT, help="pushed at or after this UTC time")
 @click.option("--until", type=_MOMENT, help="pushed before this UTC time")
+@click.option("--try", "try_number", type=click.IntRange(1), metavar="N",
+              help="only rows written by try N (an override's row: its task instance's current try)")
 @click.option("--order-by", type=click.Choice(["identity", "timestamp"]), default="identity",
               show_default=True)
 @click.option("--desc", is_flag=True, help="newest / last first")
@@ -188,8 +324,8 @@ _MOMENT = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @_errors
 def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key: str | None,
-               map_index: int | None, since: Any, until: Any, order_by: Any, desc: bool, limit: int,
-               offset: int, as_json: bool) -> None:
+               map_index: int | None, since: Any, until: Any, try_number: int | None, order_by: Any,
+               desc: bool, limit: int, offset: int, as_json: bool) -> None:
     """List materialized XComs with light values (the backend's orm_deserialize_value)."""
     from datetime import UTC
 
@@ -199,7 +335,7 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
         entries = lookup.entries(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                  map_index=map_index, since=since and since.replace(tzinfo=UTC),
                                  until=until and until.replace(tzinfo=UTC), order_by=order_by,
-                                 descending=desc, limit=limit, offset=offset)
+                                 descending=desc, limit=limit, offset=offset, try_number=try_number)
     if as_json:
         for e in entries:
             click.echo(_json.encode(e).decode())
@@ -208,11 +344,11 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for column in ("dag_id", "run_id", "task_id", "map_index", "key", "value", "pushed (UTC)",
+    for column in ("dag_id", "run_id", "task_id", "map_index", "key", "try", "value", "pushed (UTC)",
                    "partition:offset"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        table.add_row(e.dag_id, e.run_id, e.task_id, str(e.map_index), e.key,
+        table.add_row(e.dag_id, e.run_id, e.task_id, str(e.map_index), e.key, str(e.try_number),
                       e.value if isinstance(e.value, str) else _json.encode(e.value).decode(),
                       e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f"), f"{e.partition}:{e.offset}")
     Console().print(table)
@@ -226,7 +362,10 @@ def list_xcoms(dag_id: str | None, run_id: str | None, task_id: str | None, key:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @_errors
 def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as_json: bool) -> None:
-    """Every version of one XCom, read from the topic, with the clears in between."""
+    """Every version of one XCom with the clears in between, in log order: its kind (push,
+    clear, override, fenced: an older try's event, kept and never applied), try, actor and
+    reason (overrides) and the version an override replaced. Read through the view's
+    version index when a view is at hand, else from the topic."""
     from .audit import history as read_history
 
     events = asyncio.run(read_history(Settings.from_env(), dag_id, run_id, task_id, key, map_index))
@@ -234,21 +373,42 @@ def history(dag_id: str, run_id: str, task_id: str, key: str, map_index: int, as
         for event in events:
             click.echo(_json.encode(event).decode())
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"history of {dag_id}/{run_id}/{task_id}[{map_index}] {key!r}")
-    for column in ("partition:offset", "event", "time (UTC)", "producer", "try", "value"):
-        table.add_column(column, overflow="fold")
+    # No vertical rules, the fixed columns never wrap, "by" (the actor of an override, else
+    # the producer) is cut: an 80-column terminal keeps one line per event for short values;
+    # --json has every field in full.
+    table = Table(title=f"history of {dag_id}/{run_id}/{task_id}[{map_index}] {key!r}",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("at", no_wrap=True)  # partition:offset
+    for column in ("kind", "try", "time (UTC)"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("by", no_wrap=True, overflow="ellipsis", max_width=14)
+    table.add_column("reason", overflow="fold", ratio=1)
+    table.add_column("value", overflow="fold", ratio=1)
     for e in events:
-        table.add_row(f"{e.partition}:{e.offset}", e.kind,
-                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f") if e.timestamp else "",
-                      e.producer or "", str(e.try_number or ""),
-                      "" if e.kind == "clear" else _json.encode(e.value).decode())
+        reason = e.reason or ""
+        if e.replaces is not None:
+            reason += f" (replaces {e.replaces[0]}:{e.replaces[1]})"
+        table.add_row(f"{e.partition}:{e.offset}", e.kind, str(e.try_number or ""),
+                      e.timestamp.strftime("%Y-%m-%d %H:%M:%S") if e.timestamp else "",
+                      e.actor or e.producer or "", reason, _history_value(e))
     Console().print(table)
     if not events:
         click.echo(f"xcombus: no event for {key!r} of {dag_id}/{run_id}/{task_id}[{map_index}]", err=True)
         sys.exit(1)
+
+
+def _history_value(event: AuditEvent) -> str:
+    """The value column of one history row: empty for a clear (fenced or not), "(deleted)"
+    for an override without a value."""
+    if event.kind == "clear" or event.key is None:
+        return ""
+    if event.kind == "override" and event.codec is None:
+        return "(deleted)"
+    return _json.encode(event.value).decode()
 
 
 @main.command()

@@ -95,6 +95,7 @@ class EventFetcher:
         consumer.seek(tp, offset)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.pull_timeout
+        checked_end = False
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -115,6 +116,14 @@ class EventFetcher:
                     return found
                 if data.get(tp):  # only later offsets: the asked one is a gap (a control record)
                     raise await self._missing(consumer, tp, offset, timed_out=False)
+                if not checked_end:  # nothing yet: an offset past the end would wait the whole bound
+                    checked_end = True
+                    end: int | None = None
+                    with contextlib.suppress(TimeoutError):  # then the pull_timeout bound decides
+                        async with asyncio.timeout(s.connect_timeout):
+                            end = (await consumer.end_offsets([tp]))[tp]
+                    if end is not None and offset >= end:
+                        raise await self._missing(consumer, tp, offset, timed_out=False)
         except BaseException as exc:
             # A position that could not be read (a bad partition among them) must not stay
             # assigned, or the consumer would keep asking about it.

@@ -124,20 +124,26 @@ class XComLookup:
              task_id: str | None = None, key: str | None = None, map_index: int | None = None,
              since: datetime | int | None = None, until: datetime | int | None = None,
              order_by: Literal["identity", "timestamp"] = "identity", descending: bool = False,
-             limit: int = 100, offset: int = 0, values: Values = "light") -> list[XComEntry]:
-        """XComs matching every given filter (``None`` matches all), one page of them."""
+             limit: int = 100, offset: int = 0, values: Values = "light",
+             try_number: int | None = None) -> list[XComEntry]:
+        """XComs matching every given filter (``None`` matches all), one page of them.
+
+        ``try_number`` keeps the rows written by that try (an override's row carries its
+        task instance's current try)."""
         records = self.reader.entries(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
                                    map_index=map_index, since=to_us(since), until=to_us(until),
                                    order_by=order_by, descending=descending, limit=limit,
-                                   offset=offset)
+                                   offset=offset, try_number=try_number)
         return [self.entry(r, values) for r in records]
 
     def count(self, *, dag_id: str | None = None, run_id: str | None = None,
               task_id: str | None = None, key: str | None = None, map_index: int | None = None,
-              since: datetime | int | None = None, until: datetime | int | None = None) -> int:
+              since: datetime | int | None = None, until: datetime | int | None = None,
+              try_number: int | None = None) -> int:
         """How many XComs match (the total behind paged entries)."""
         return self.reader.count(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
-                                 map_index=map_index, since=to_us(since), until=to_us(until))
+                                 map_index=map_index, since=to_us(since), until=to_us(until),
+                                 try_number=try_number)
 
     def get(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1, *,
             values: Values = "full") -> XComEntry | None:

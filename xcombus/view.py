@@ -233,7 +233,7 @@ class ViewReader:
     @staticmethod
     def _filter_clause(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         where, params = [], []
-        for column in ("dag_id", "run_id", "task_id", "map_index", "key"):
+        for column in ("dag_id", "run_id", "task_id", "map_index", "key", "try_number"):
             value = filters.get(column)
             if value is not None:
                 where.append(f"{column}=?")
@@ -249,16 +249,19 @@ class ViewReader:
     def entries(self, *, dag_id: str | None = None, run_id: str | None = None,
              task_id: str | None = None, key: str | None = None, map_index: int | None = None,
              since: int | None = None, until: int | None = None, order_by: str = "identity",
-             descending: bool = False, limit: int = 100, offset: int = 0) -> list[XComRecord]:
-        """XComs matching the filters (``since``/``until``: push time in µs, until excluded),
-        ordered by identity or by timestamp, paged by ``limit``/``offset``."""
+             descending: bool = False, limit: int = 100, offset: int = 0,
+             try_number: int | None = None) -> list[XComRecord]:
+        """XComs matching the filters (``since``/``until``: push time in µs, until excluded;
+        ``try_number``: the try of the row, an override's being its task instance's current
+        try), ordered by identity or by timestamp, paged by ``limit``/``offset``."""
         columns = _ORDERS.get(order_by)
         if columns is None:
             raise XComQueryError(f"order_by must be one of {sorted(_ORDERS)}, not {order_by!r}")
         if not 0 < limit <= MAX_PAGE or offset < 0:
             raise XComQueryError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
         where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
-                                         map_index=map_index, since=since, until=until))
+                                         map_index=map_index, since=since, until=until,
+                                         try_number=try_number))
         direction = " DESC" if descending else ""
         order = ", ".join(c + direction for c in columns)
         sql = f"SELECT {COLUMNS} FROM xcom{where} ORDER BY {order} LIMIT ? OFFSET ?"
@@ -266,10 +269,11 @@ class ViewReader:
 
     def count(self, *, dag_id: str | None = None, run_id: str | None = None,
               task_id: str | None = None, key: str | None = None, map_index: int | None = None,
-              since: int | None = None, until: int | None = None) -> int:
+              since: int | None = None, until: int | None = None, try_number: int | None = None) -> int:
         """How many XComs match the filters (what a pager shows as the total)."""
         where, params = self._filter_clause(dict(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key,
-                                         map_index=map_index, since=since, until=until))
+                                         map_index=map_index, since=since, until=until,
+                                         try_number=try_number))
         return int(self._query(f"SELECT count(*) FROM xcom{where}", params)[0][0])
 
     def search(self, search: XComSearch, *, limit: int, offset: int

@@ -18,7 +18,18 @@ import pytest
 from litestar.testing import TestClient
 
 from tests.helpers import free_port, live_server, make_settings
-from tests.integration.http_data import LOGICAL, META, ODD_KEY, RUN, RUN2, TOKEN, populate
+from tests.integration.http_data import (
+    LOGICAL,
+    META,
+    ODD_KEY,
+    RUN,
+    RUN2,
+    TOKEN,
+    VERSIONS_DAG,
+    VERSIONS_RUN,
+    populate,
+    populate_versions,
+)
 from xcombus import Settings, XComBus
 from xcombus.web import create_app
 
@@ -308,6 +319,51 @@ def test_history_of_a_mapped_instance_and_typed_values(client: TestClient[Any]) 
     meta = client.get(entries_url("etl", RUN, "extract", "meta", history=True)).json()
     assert meta["events"][0]["value"]["tags"] == {"__type__": "set", "__value__": ["a"]}
     assert meta["events"][0]["logical_date"] == "2026-11-24T00:00:00Z"
+
+
+def test_history_shows_fenced_tries_and_overrides_with_actor_reason_and_replaced(settings: Settings) -> None:
+    written = populate_versions(settings)
+    with TestClient(create_app(settings)) as c:
+        response = c.get(entries_url(VERSIONS_DAG, VERSIONS_RUN, "load", "rows", history=True))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        events = body["events"]
+        assert [(e["kind"], e["operation"], e["try_number"], e["actor"], e["reason"], e["value"])
+                for e in events] == [
+            ("push", "push", 1, None, None, 10),
+            ("push", "push", 1, None, None, 11),
+            ("clear", "clear", 2, None, None, None),
+            ("push", "push", 2, None, None, 12),
+            ("fenced", "push", 1, None, None, 99),  # the zombie's push after try 2's clear
+            ("fenced", "clear", 1, None, None, None),  # and its clear
+            ("override", "set", 2, "alice", "JIRA-7 recount", 13),
+            ("override", "delete", 2, "bob", "bad batch", None),
+            ("override", "set", 2, "carol", "undo the delete", 12),
+        ]
+        assert body["total_entries"] == 9
+        assert [(e["partition"], e["offset"]) for e in events] == [(r.partition, r.offset) for r in written.rows]
+        position = [{"partition": r.partition, "offset": r.offset} for r in written.rows]
+        # alice replaced try 2's push, bob alice's override; the revert followed a delete: nothing to replace.
+        assert [e["replaces"] for e in events] == [None] * 6 + [position[3], position[6], None]
+        assert [e["codec"] is None for e in events] == [False, False, True, False, False, True, False, True, False]
+        assert all(e["producer"] and e["timestamp"] for e in events)
+
+        # An XCom only an override ever wrote has a history too; a key with clears alone has none.
+        fixed = c.get(entries_url(VERSIONS_DAG, VERSIONS_RUN, "load", "fixed", history=True))
+        assert fixed.status_code == 200, fixed.text
+        assert [(e["kind"], e["operation"], e["try_number"], e["actor"], e["reason"], e["replaces"], e["value"])
+                for e in fixed.json()["events"]] == [
+            ("clear", "clear", 2, None, None, None, None),
+            ("fenced", "clear", 1, None, None, None, None),
+            ("override", "set", 2, "dave", "never pushed", None, {"by": "hand"}),
+        ]
+        assert (fixed.json()["events"][-1]["partition"], fixed.json()["events"][-1]["offset"]) == (
+            written.fixed.partition, written.fixed.offset)
+        detail = problem(c.get(entries_url(VERSIONS_DAG, VERSIONS_RUN, "load", "never", history=True)), 404)
+        assert "'never'" in detail and "no push and no override" in detail
+        # What pulls see: the revert, and the override-only XCom.
+        current = c.get(entries_url(VERSIONS_DAG, VERSIONS_RUN, "load"), params={"xcom_key": "rows"}).json()
+        assert [e["value"] for e in current["xcom_entries"]] == [12]
 
 
 def test_history_of_nothing_is_a_404_and_bad_input_a_400(client: TestClient[Any]) -> None:

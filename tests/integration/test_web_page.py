@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import live_server, make_settings
-from tests.integration.http_data import RUN, TOKEN, populate
+from tests.integration.http_data import RUN, TOKEN, VERSIONS_DAG, VERSIONS_RUN, populate, populate_versions
 from xcombus import Settings, XComBus
 
 pytestmark = pytest.mark.integration
@@ -41,6 +41,7 @@ def _need_browser() -> None:
 def server(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = make_settings(kafka, tmp_path_factory.mktemp("page"))
     populate(settings)
+    populate_versions(settings)
 
     async def hostile(s: Settings) -> None:
         async with XComBus(s, materialize=True) as bus:
@@ -137,8 +138,8 @@ def test_click_through_dags_runs_task_instances_xcoms_and_history(server: str, b
     assert "Authorization: Bearer" in text_of(browser, "error")
     browser.find_element("id", "token-input").send_keys(TOKEN)
     browser.find_element("id", "token-save").click()
-    dags = rows(browser, "dag-row", 3)
-    assert [d.get_attribute("data-dag-id") for d in dags] == ["etl", "other", "xss"]
+    dags = rows(browser, "dag-row", 4)
+    assert [d.get_attribute("data-dag-id") for d in dags] == ["etl", "other", VERSIONS_DAG, "xss"]
     assert browser.execute_script("return sessionStorage.getItem('xcombus.apiToken')") == TOKEN
     assert not by_testid(browser, "error")[0].is_displayed()
     assert "etl" in dags[0].text and "9" in dags[0].text
@@ -194,6 +195,65 @@ def test_click_through_dags_runs_task_instances_xcoms_and_history(server: str, b
     # The browser's back button walks the same way back (hash routing).
     browser.back()
     rows(browser, "xcom-row", 2)
+    assert severe_console_messages(browser) == []
+
+
+def test_history_shows_tries_fenced_events_and_overrides_with_actor_and_reason(server: str, browser: Any,
+                                                                              tmp_path: Path) -> None:
+    """The history of an XCom a zombie try pushed to after its retry, then set, deleted and
+    reverted by hand: every row says its kind, try, who and why, and fenced rows say they
+    were never applied; with a screenshot."""
+    browser.get(server + "/")
+    browser.execute_script("sessionStorage.setItem('xcombus.apiToken', arguments[0])", TOKEN)
+    browser.get(server + f"/#/dags/{VERSIONS_DAG}")
+    browser.refresh()
+    rows(browser, "run-row", 1)
+    by_testid(browser, "run-row", run_id=VERSIONS_RUN)[0].click()
+    rows(browser, "ti-row", 1)[0].click()
+    xcoms = rows(browser, "xcom-row", 2)
+    assert [x.get_attribute("data-key") for x in xcoms] == ["fixed", "rows"]
+    assert "12" in xcoms[1].text  # the reverted value is what pulls see
+    xcoms[1].find_element("css selector", '[data-testid="xcom-history"]').click()
+
+    history = rows(browser, "history-row", 9)
+    assert [(h.get_attribute("data-kind"), h.get_attribute("data-operation"), h.get_attribute("data-try"))
+            for h in history] == [
+        ("push", "push", "1"), ("push", "push", "1"), ("clear", "clear", "2"), ("push", "push", "2"),
+        ("fenced", "push", "1"), ("fenced", "clear", "1"),
+        ("override", "set", "2"), ("override", "delete", "2"), ("override", "set", "2")]
+    cells = [[td.text for td in h.find_elements("css selector", "td")] for h in history]
+    # columns: position, event, try, time, by, reason, replaced, value
+    assert [c[1] for c in cells] == ["push", "push", "clear", "push", "fenced push · never applied",
+                                     "fenced clear · never applied", "override set", "override delete",
+                                     "override set"]
+    assert cells[4][7] == "99" and "fenced" in (history[4].get_attribute("class") or "")
+    assert "nothing cleared" in cells[5][7]
+    alice, bob, carol = history[6:]
+    assert by_testid(alice, "history-actor")[0].text == "alice"
+    assert by_testid(alice, "history-reason")[0].text == "JIRA-7 recount"
+    assert by_testid(alice, "history-replaces")[0].text == cells[3][0]  # try 2's push
+    assert cells[6][7] == "13" and cells[7][7] == "(deleted)" and cells[8][7] == "12"
+    assert (cells[7][4], cells[7][5], cells[7][6]) == ("bob", "bad batch", cells[6][0])
+    assert (cells[8][4], cells[8][5], cells[8][6]) == ("carol", "undo the delete", "")
+    assert by_testid(carol, "history-replaces") == [] and by_testid(bob, "history-actor")[0].text == "bob"
+    assert by_testid(history[0], "history-actor") == [] and cells[0][5] == ""  # a push has no actor or reason
+    assert text_of(browser, "status") == "6 versions (3 overrides), 1 clear, 2 fenced (never applied), in log order"
+    assert "never applied" in text_of(browser, "legend")
+    shot = tmp_path / "history-versions.png"
+    assert browser.save_screenshot(str(shot))
+    width, height = check_png(shot)
+    assert width >= 1000 and height >= 600
+
+    # An XCom only an override ever wrote has a history too.
+    browser.back()
+    rows(browser, "xcom-row", 2)
+    by_testid(browser, "xcom-row", key="fixed")[0].find_element(
+        "css selector", '[data-testid="xcom-history"]').click()
+    fixed = wait_for(browser, lambda d: (found := by_testid(d, "history-row"))
+                     and found[-1].get_attribute("data-kind") == "override" and found, "the history of fixed")
+    assert [h.get_attribute("data-kind") for h in fixed] == ["clear", "fenced", "override"]
+    assert "dave" in fixed[-1].text and "never pushed" in fixed[-1].text
+    assert text_of(browser, "status") == "1 version (1 override), 1 clear, 1 fenced (never applied), in log order"
     assert severe_console_messages(browser) == []
 
 

@@ -16,7 +16,7 @@ from litestar.params import Parameter
 from litestar.types import Guard
 
 from .._time import from_us
-from ..audit import history
+from ..audit import AuditEvent, history
 from ..errors import XComNotFoundError
 from ..lookup import XComLookup
 from ..records import XComRecord
@@ -27,6 +27,8 @@ from .models import (
     DagRunCollection,
     DagRunItem,
     HistoryEvent,
+    LogPosition,
+    Operation,
     TaskInstanceCollection,
     TaskInstanceItem,
     XComCollection,
@@ -65,6 +67,28 @@ def _entry(record: XComRecord, value: Any) -> XComEntry:
                      map_index=record.map_index, key=record.key,
                      timestamp=from_us(record.timestamp),
                      logical_date=from_us(record.logical_date), value=value)
+
+
+def _operation(event: AuditEvent) -> Operation:
+    """What an event does: an override without a codec deletes, a fenced event without a
+    key is a clear (of an older try)."""
+    if event.kind == "override":
+        return "set" if event.codec is not None else "delete"
+    if event.kind == "fenced":
+        return "push" if event.key is not None else "clear"
+    return "clear" if event.kind == "clear" else "push"
+
+
+def _history_event(event: AuditEvent) -> HistoryEvent:
+    operation = _operation(event)
+    replaces = None if event.replaces is None else LogPosition(partition=event.replaces[0],
+                                                               offset=event.replaces[1])
+    return HistoryEvent(kind=event.kind, operation=operation,  # type: ignore[arg-type]
+                        partition=event.partition, offset=event.offset, timestamp=event.timestamp,
+                        logical_date=event.logical_date, producer=event.producer,
+                        try_number=event.try_number, codec=event.codec,
+                        actor=event.actor, reason=event.reason, replaces=replaces,
+                        value=None if operation in ("clear", "delete") else as_json(event.value))
 
 
 def api_router(settings: Settings, lookup: XComLookup, guards: list[Guard],
@@ -122,19 +146,17 @@ def api_router(settings: Settings, lookup: XComLookup, guards: list[Guard],
         dag_id: DagId, dag_run_id: RunId, task_id: TaskId, xcom_key: KeyPath,
         map_index: OneMapIndex = -1,
     ) -> XComHistory:
-        """Every push of this XCom and every clear of its task instance, in log order, read
-        from the Kafka topic itself (the audit log), with light values."""
+        """Every version of this XCom (pushes, overrides, fenced pushes of older tries) and
+        every clear of its task instance, in log order, each as the view took it, with light
+        values: the view's version index says where they are, the topic (the audit log)
+        holds them."""
         ti = check_one(dag_id, dag_run_id, task_id, xcom_key, map_index)
         events = await history(settings, *ti[:3], xcom_key, ti.map_index, backend=backend)
-        if not any(e.kind == "push" for e in events):
+        if not any(e.key is not None for e in events):  # clears alone are no version of it
             raise XComNotFoundError(
-                f"no push of XCom {xcom_key!r} of {ti.dag_id}/{ti.run_id}/{ti.task_id} at map_index "
-                f"{ti.map_index} on topic {settings.topic!r}")
-        items = [HistoryEvent(kind=e.kind, partition=e.partition, offset=e.offset,  # type: ignore[arg-type]
-                              timestamp=e.timestamp, logical_date=e.logical_date, producer=e.producer,
-                              try_number=e.try_number, codec=e.codec,
-                              value=None if e.kind == "clear" else as_json(e.value))
-                 for e in events]
+                f"no version of XCom {xcom_key!r} of {ti.dag_id}/{ti.run_id}/{ti.task_id} at map_index "
+                f"{ti.map_index} on topic {settings.topic!r} (no push and no override)")
+        items = [_history_event(e) for e in events]
         return XComHistory(dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id,
                            map_index=ti.map_index, key=xcom_key, events=items, total_entries=len(items))
 

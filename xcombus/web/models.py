@@ -19,6 +19,8 @@ __all__ = [
     "DagRunItem",
     "Health",
     "HistoryEvent",
+    "LogPosition",
+    "Operation",
     "Problem",
     "TaskInstanceCollection",
     "TaskInstanceItem",
@@ -58,23 +60,51 @@ class XComCollection(msgspec.Struct, kw_only=True):
     total_entries: int
 
 
-class HistoryEvent(msgspec.Struct, kw_only=True):
-    """One event of an XCom's history on the topic: a push of it, or a clear of its task instance."""
+#: What a history event does (a fenced one: would have done).
+Operation = Literal["push", "clear", "set", "delete"]
 
-    kind: Literal["push", "clear"]
+
+class LogPosition(msgspec.Struct, kw_only=True):
+    """Where an event is on the topic."""
+
+    partition: int
+    offset: int
+
+
+class HistoryEvent(msgspec.Struct, kw_only=True):
+    """One event of an XCom's history, as the view took it.
+
+    ``kind``: ``push`` (a task's value), ``clear`` (of its task instance, every XCom),
+    ``override`` (a manual set or delete, with ``actor`` and ``reason``), ``fenced`` (a push
+    or clear of an older try than its task instance's current one: kept on the topic, never
+    applied). ``operation`` says what the event does (or, fenced, would have done).
+    """
+
+    kind: Literal["push", "clear", "override", "fenced"]
+    #: push or clear (pushes and clears, fenced or not); set or delete (overrides).
+    operation: Operation
     partition: int
     offset: int
     timestamp: datetime | None
     logical_date: datetime | None
     producer: str | None
+    #: The try that wrote it (pushes, clears, fenced events); for an override, its task
+    #: instance's current try then.
     try_number: int | None
     codec: str | None
-    #: The pushed value's light form (as typed JSON); null for a clear.
+    #: Who made an override (null for the other kinds).
+    actor: str | None
+    #: Why an override was made (null for the other kinds).
+    reason: str | None
+    #: The version an override replaced, when its writer knew it; else null.
+    replaces: LogPosition | None
+    #: The value's light form (as typed JSON); null for a clear and a delete.
     value: Any
 
 
 class XComHistory(msgspec.Struct, kw_only=True):
-    """Every version of one XCom and the clears in between, in log order."""
+    """Every version of one XCom (pushes, overrides, fenced pushes) and the clears of its
+    task instance in between, in log order."""
 
     dag_id: str
     dag_run_id: str

@@ -86,7 +86,8 @@ function crumbs(items) {
   });
 }
 
-// rows: [{cells: [text | Node], attrs: {...}, onClick}], cells with {text, cls} for a class.
+// rows: [{cells: [text | Node], attrs: {...}, onClick}], cells with {text, cls, title, testid}
+// for a class, a tooltip and a data-testid.
 function table(columns, rows) {
   $("listing-head").replaceChildren(el("tr", {}, ...columns.map((c) => el("th", {}, c))));
   const body = $("listing-body");
@@ -95,7 +96,9 @@ function table(columns, rows) {
     const tr = el("tr", row.attrs);
     for (const cell of row.cells) {
       if (cell instanceof Node) tr.append(el("td", {}, cell));
-      else if (cell && typeof cell === "object") tr.append(el("td", { class: cell.cls, title: cell.title }, cell.text));
+      else if (cell && typeof cell === "object") {
+        tr.append(el("td", { class: cell.cls, title: cell.title, "data-testid": cell.testid }, cell.text));
+      }
       else tr.append(el("td", {}, cell ?? ""));
     }
     if (row.onClick) tr.addEventListener("click", (event) => {
@@ -117,6 +120,7 @@ function begin(title, trail) {
   showError("");
   setStatus("Loading…");
   $("detail").hidden = true;
+  $("legend").hidden = true;
   $("listing-head").replaceChildren();
   $("listing-body").replaceChildren();
 }
@@ -195,6 +199,29 @@ async function showXComs(dag, run, task, mapIndex) {
   counted(data.xcom_entries.length, data.total_entries, "XCom");
 }
 
+// What each kind of history row means, for the badge's tooltip and the legend.
+const KIND_HELP = {
+  push: "a value a task pushed",
+  clear: "a new try cleared every XCom of the task instance",
+  override: "a manual change, with who made it and why",
+  fenced: "an event of an older try than the task instance's current one: kept on the topic, never applied",
+};
+
+function historyEvent(e) {
+  const badge = el("span", { class: `kind ${e.kind}`, title: KIND_HELP[e.kind], "data-testid": "history-kind" }, e.kind);
+  const detail = e.kind === "fenced" ? `${e.operation} · never applied`
+    : e.kind === "override" ? e.operation : "";
+  return detail ? el("span", { class: "event" }, badge, " ", el("span", { class: "operation" }, detail)) : badge;
+}
+
+function historyValue(e) {
+  if (e.operation === "clear") {
+    return e.kind === "fenced" ? "(nothing cleared)" : "(all its XComs cleared)";
+  }
+  if (e.operation === "delete") return "(deleted)";
+  return compact(e.value);
+}
+
 async function showHistory(dag, run, task, mapIndex, key) {
   const label = tiLabel(task, mapIndex);
   const tiHref = hashOf("dags", dag, "runs", run, "tasks", task, mapIndex);
@@ -202,17 +229,38 @@ async function showHistory(dag, run, task, mapIndex, key) {
     [label, tiHref], [key]]);
   setStatus("Reading the topic…");
   const data = await api(`${tiPath(dag, run, task)}/${enc(key)}/history`, { map_index: mapIndex });
-  table(["position", "event", "time", "try", "producer", "value"], data.events.map((e) => ({
+  table(["position", "event", "try", "time", "by", "reason", "replaced", "value"], data.events.map((e) => ({
     cells: [
       { text: `${e.partition}:${e.offset}`, cls: "mono" },
-      el("span", { class: `kind ${e.kind}` }, e.kind === "push" ? "push" : "clear"),
-      time(e.timestamp), e.try_number ?? "", { text: e.producer ?? "", cls: "mono" },
-      { text: e.kind === "push" ? compact(e.value) : "(every XCom of the task instance cleared)", cls: "value" },
+      historyEvent(e),
+      e.try_number ?? "",
+      time(e.timestamp),
+      e.actor
+        ? { text: e.actor, cls: "actor", testid: "history-actor", title: "who made this override" }
+        : { text: e.producer ?? "", cls: "mono muted", title: "the producer that wrote it" },
+      { text: e.reason ?? "", cls: "reason", testid: "history-reason" },
+      e.replaces
+        ? { text: `${e.replaces.partition}:${e.replaces.offset}`, cls: "mono", testid: "history-replaces",
+            title: "the position of the version this override replaced" }
+        : "",
+      { text: historyValue(e), cls: "value" },
     ],
-    attrs: { "data-testid": "history-row", "data-kind": e.kind },
+    attrs: {
+      "data-testid": "history-row", "data-kind": e.kind, "data-operation": e.operation,
+      "data-try": e.try_number, class: e.kind === "fenced" ? "fenced" : undefined,
+    },
   })));
-  const pushes = data.events.filter((e) => e.kind === "push").length;
-  setStatus(`${pushes} version${pushes === 1 ? "" : "s"}, ${data.events.length - pushes} clear${data.events.length - pushes === 1 ? "" : "s"}, in log order`);
+  const count = (kind) => data.events.filter((e) => e.kind === kind).length;
+  const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+  const [pushes, clears, overrides, fenced] = ["push", "clear", "override", "fenced"].map(count);
+  const parts = [plural(pushes + overrides, "version") + (overrides ? ` (${plural(overrides, "override")})` : ""),
+    plural(clears, "clear")];
+  if (fenced) parts.push(`${fenced} fenced (never applied)`);
+  setStatus(`${parts.join(", ")}, in log order`);
+  const legend = $("legend");
+  legend.replaceChildren(...Object.entries(KIND_HELP).flatMap(([kind, help]) =>
+    [el("span", { class: `kind ${kind}` }, kind), ` ${help}. `]));
+  legend.hidden = false;
 }
 
 // -- routing -------------------------------------------------------------------------------
