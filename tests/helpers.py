@@ -139,15 +139,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings, *, token: str = "") -> Iterator[str]:
+def live_server(settings: Settings, *, token: str = "", extra_env: dict[str, str] | None = None,
+                secrets: Iterable[str] = ()) -> Iterator[str]:
     """Run ``python -m xcombus serve`` on a free port; yield its base URL once /health answers.
 
     Its output goes to a file next to the view (a pipe nobody reads would fill up and block
-    the server's access log); at the end the file must not contain the token.
+    the server's access log); at the end the file must not contain the token nor any of
+    ``secrets``. ``extra_env`` adds variables (scoped tokens, users).
     """
     port = free_port()
     env = settings_env(settings)
     env["XCOMBUS_API_TOKEN"] = token
+    env.update(extra_env or {})
     log_path = Path(settings.view_path).with_name(f"serve-{port}.log")
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
@@ -169,4 +172,6 @@ def live_server(settings: Settings, *, token: str = "") -> Iterator[str]:
         yield base
     finally:
         stop_process(proc, timeout=20)
-        assert token == "" or token not in log_path.read_text(), "the server logged its token"
+        logged = log_path.read_text()
+        assert token == "" or token not in logged, "the server logged its token"
+        assert not [s for s in secrets if s in logged], "the server logged a secret"

@@ -29,7 +29,7 @@ _SERVER_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 #: reads the view as it is.
 Consistency = Literal["strong", "eventual"]
 #: Fields whose values are secrets: masked wherever settings are printed.
-_SECRETS = frozenset({"api_token", "sasl_password"})
+_SECRETS = frozenset({"api_token", "api_tokens", "api_users", "sasl_password"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +84,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: The HTTP API: when set, every request needs "Authorization: Bearer <token>".
     #: A secret: never logged, masked in repr().
     api_token: str = ""
+    #: The HTTP API's scoped tokens (docs/http.md): ``NAME:SCOPE:SECRET`` entries (scope
+    #: ``read`` or ``write``) separated by commas or newlines; NAME is the principal, the
+    #: actor of its writes. A secret: never logged, masked in repr().
+    api_tokens: str = ""
+    #: A file of more such entries, one per line ('#' starts a comment).
+    api_tokens_file: str = ""
+    #: Users of ``POST /auth/token``: ``NAME:PASSWORD`` entries (commas or newlines); each
+    #: NAME is a principal of api_tokens, whose token the login answers with. A secret.
+    api_users: str = ""
     #: The materializer's Prometheus metrics port on 0.0.0.0 (0: no metrics endpoint).
     metrics_port: int = 0
     #: How every Kafka client connects: passed through to aiokafka.

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from .errors import ViewNotReadyError, XComQueryError, XComViewError
 from .limits import MAX_PAGE
 from .records import XComRecord
+from .search import XComSearch, count_sql, order_sql, search_sql
 from .store import (
     COLUMNS,
     KIND_CLEAR,
@@ -274,6 +275,23 @@ class ViewReader:
                                          map_index=map_index, since=since, until=until,
                                          try_number=try_number))
         return int(self._query(f"SELECT count(*) FROM xcom{where}", params)[0][0])
+
+    def search(self, search: XComSearch, *, limit: int, offset: int
+               ) -> tuple[list[tuple[XComRecord, int | None, int]], int]:
+        """One page of the XComs an Airflow 3 listing asks for (:mod:`xcombus.search`), each with
+        its run's logical date and run_after (µs), and how many match in all."""
+        if not 0 <= limit <= MAX_PAGE or offset < 0:
+            raise XComQueryError(f"limit must be 0..{MAX_PAGE} and offset >= 0")
+        select, where, params = search_sql(search)
+        count, count_params = count_sql(search)
+        self._query("BEGIN")  # the page and the total from one snapshot
+        try:
+            rows = self._query(f"{select}{where}{order_sql(search)} LIMIT ? OFFSET ?",
+                               [*params, limit, offset])
+            total = int(self._query(count, count_params)[0][0])
+        finally:
+            self._query("COMMIT")
+        return [(_record(r[:-2]), r[-2], r[-1]) for r in rows], total
 
     def dags(self) -> list[tuple[str, int, int]]:
         """``(dag_id, runs, xcoms)`` per DAG that has XComs."""
