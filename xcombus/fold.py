@@ -21,6 +21,7 @@ The materializer, ``rebuild`` and the dead-letter retry all fold with :func:`fol
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -68,21 +69,28 @@ class LogMessage(Protocol):
     def timestamp(self) -> int | None: ...
 
 
-#: A task instance's state in a step, one list so that each event costs one dict lookup:
-#: ``[position in batch.tis, its try there, cleared in the step, XCom key -> row (None: no
-#: row yet or cleared), offsets of its version rows (the list batch.tis holds)]``.
+#: A task instance's state in the batch, one list so that each event costs one dict lookup:
+#: ``[position in its step's batch.tis, its try there (the highest of the batch so far),
+#: cleared in the step, XCom key -> row (None: no row yet or cleared), the step's number]``;
+#: stale (its try still counts) once another step began. A number, not the step: a state
+#: referring to its step, which lists it, would be a reference cycle (see :func:`fold`).
 _TIState: TypeAlias = list[Any]
 
 
 class _Step:
     """The step being folded: its rows per task instance and what the writer must judge."""
 
-    __slots__ = ("batch", "names", "repeated", "tis")
+    __slots__ = ("batch", "marks", "names", "repeated", "states")
 
     def __init__(self, batch: ViewBatch) -> None:
         self.batch = batch
-        #: task instance -> its state in the step (one lookup per event: see :data:`_TIState`).
-        self.tis: dict[TaskInstanceKey, _TIState] = {}
+        #: The states of the task instances with events in this step, in ``batch.tis`` order.
+        self.states: list[_TIState] = []
+        #: position in ``batch.tis`` -> offsets of the task instance's version rows in the
+        #: step, set into its ``batch.tis`` row by close(). Only task instances that have some
+        #: get a list: the other rows stay tuples of atoms, which the garbage collector stops
+        #: tracking (a list in every row kept them all under its watch).
+        self.marks: dict[int, list[int]] = {}
         #: ``(partition, offset)`` of the rows that are not their XCom's first write in the
         #: step (every other row is one, and is judged against the stored row).
         self.repeated: set[tuple[int, int]] = set()
@@ -91,7 +99,7 @@ class _Step:
 
     def empty(self) -> bool:
         batch = self.batch
-        return not (self.tis or batch.clears or batch.versions or batch.held or batch.override)
+        return not (self.states or batch.clears or batch.versions or batch.held or batch.override)
 
     def name(self, producer: str) -> int:
         """The producer's name_id, remembered for the step's name table."""
@@ -109,7 +117,7 @@ class _Step:
         self.batch.versions.append((version_ident(ti_ident(*row[:4]), row[4]), row[11], row[12], KIND_PUSH,
                                     row[10], row[7], self.name(row[9]), None, len(row[5]),
                                     content_hash(row[5]), 0))
-        state[4].append(row[12])
+        self.marks.setdefault(pos, []).append(row[12])
         if (row[11], row[12]) not in self.repeated:
             self.batch.probes.append((pos, row[4], row[11], row[12], row[9], row[10], row[6],
                                       content_hash(row[5])))
@@ -117,7 +125,9 @@ class _Step:
     def close(self) -> None:
         """Write the folded rows into the step's batch."""
         batch, repeated = self.batch, self.repeated
-        batch.upserts = [row for state in self.tis.values() if state[3] for row in state[3].values()]
+        batch.upserts = [row for state in self.states if state[3] for row in state[3].values()]
+        for pos, offsets in self.marks.items():
+            batch.tis[pos] = (*batch.tis[pos][:6], offsets)
         if repeated:
             batch.repeated = [(r[11], r[12]) for r in batch.upserts if (r[11], r[12]) in repeated]
         batch.names = [(ident, name) for name, ident in self.names.items()]
@@ -134,16 +144,34 @@ def fold(
     backend that purges external payloads, the rows the batch itself supersedes are
     collected in ``superseded``.
     """
+    # Folding allocates a few containers per event and makes no reference cycle, so the
+    # cyclic garbage collector finds nothing in them, and its passes over them were most of
+    # what the version rules added to a rebuild's CPU (benchmarks/analysis.md, issue 14).
+    # Paused for the fold alone (a synchronous call: no other coroutine runs meanwhile).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _fold(messages, applied, backend)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _fold(messages: Mapping[int, Sequence[LogMessage]], applied: Mapping[int, int],
+          backend: type[BaseXCom]) -> ViewBatch:
     batch = ViewBatch()
     collect_superseded = backend_purges(backend)
     step = _Step(batch)
     steps = [step]
     runs: dict[tuple[str, str], int] = {}
-    #: task instance -> the highest try of its pushes and clears so far in the batch.
-    top: dict[TaskInstanceKey, int] = {}
+    #: task instance -> its state (:data:`_TIState`), whichever step it was last seen in.
+    known: dict[TaskInstanceKey, _TIState] = {}
+
+    serial = 0  # the current step's number
 
     def new_step() -> _Step:
-        nonlocal step
+        nonlocal step, serial
+        serial += 1
         step = _Step(ViewBatch())
         steps[-1].batch.then = step.batch
         steps.append(step)
@@ -154,7 +182,7 @@ def fold(
     # and XCom keys and codecs already checked in this batch are not checked again.
     last_raw: bytes | None = None
     ti: TaskInstanceKey  # set by the first message: last_raw starts as None
-    #: The task instance's state in the step (None: no event of it there yet).
+    #: The task instance's state (None: no event of it in the batch yet).
     state: _TIState | None = None
     key: str
     codec: str | None
@@ -175,7 +203,7 @@ def fold(
                 if raw != last_raw or raw is None:
                     last_raw = None  # a key that fails to decode must not be reused
                     ti = decode_ti_key(raw)
-                    state = step.tis.get(ti)
+                    state = known.get(ti)
                     last_raw = raw
                 event = decode_event(message.value)
                 # The kinds are final Structs: one type() read instead of an isinstance per test.
@@ -220,8 +248,7 @@ def fold(
                     new_step()
                 step.batch.override = (*ti, key, value, codec, event.ts, event.producer, event.actor,
                                        partition, offset)
-                new_step()
-                state = None
+                new_step()  # the task instance's state is stale from here on
                 continue
 
             # A push or a clear. A try below 1 counts as 1 (the stored default).
@@ -230,8 +257,8 @@ def fold(
             try_number = event.try_number
             effective = try_number if try_number > 1 else 1
             producer = event.producer
-            if state is None or effective != state[1]:  # not the try it had in this step so far
-                if effective < top.get(ti, 0):  # an older try than one this batch saw: fenced
+            if state is None or state[4] != serial or effective != state[1]:  # not its try in this step
+                if state is not None and effective < state[1]:  # older than a try this batch saw: fenced
                     step.batch.versions.append(
                         (version_ident(ti_ident(*ti), event.key), partition, offset, KIND_PUSH, try_number,
                          event.ts, step.name(producer), None, len(event.value), content_hash(event.value), 1)
@@ -239,12 +266,11 @@ def fold(
                         (version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR, try_number, event.ts,
                          step.name(producer), None, None, None, 1))
                     continue
-                if state is not None:  # a newer try of this task instance: judged against the stored one anew
+                if state is not None and state[4] == serial:  # a newer try, judged anew
                     new_step()
-                top[ti] = effective
-                marks: list[int] = []
-                state = step.tis[ti] = [len(step.batch.tis), effective, False, None, marks]
-                step.batch.tis.append((*ti, effective, partition, marks))
+                state = known[ti] = [len(step.batch.tis), effective, False, None, serial]
+                step.states.append(state)
+                step.batch.tis.append((*ti, effective, partition, ()))
             if kind is Clear:
                 gone = state[3]
                 state[3] = None
@@ -257,7 +283,7 @@ def fold(
                 state[2] = True
                 step.batch.versions.append((version_ident(ti_ident(*ti)), partition, offset, KIND_CLEAR,
                                             try_number, event.ts, step.name(producer), None, None, None, 0))
-                state[4].append(offset)
+                step.marks.setdefault(state[0], []).append(offset)
                 continue
             if TYPE_CHECKING:
                 assert isinstance(event, Push)

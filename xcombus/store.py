@@ -227,7 +227,7 @@ RunRow: TypeAlias = tuple[str, str, int]
 #: A task instance with pushes or clears in a step: the try they all have there (at least
 #: 1), its partition, and the offsets of their version rows (fenced together if that try is
 #: older than the stored one).
-TryRow: TypeAlias = tuple[str, str, str, int, int, int, list[int]]
+TryRow: TypeAlias = tuple[str, str, str, int, int, int, Sequence[int]]
 #: One row of the version index: the columns of ``xcom_version``, in :data:`VERSION_COLUMNS`
 #: order (producer and actor by :func:`name_id`).
 VersionRow: TypeAlias = tuple[int, int, int, int, int, int, int, int | None, int | None, bytes | None, int]

@@ -247,7 +247,7 @@ def test_a_log_without_retries_or_overrides_folds_into_one_step() -> None:
                  MsgspecXCom)
     assert batch.then is None and batch.override is None
     # try, partition, offsets of the version rows fold made: the push the clear dropped, the clear
-    assert batch.tis == [(*TI, 1, 0, [0, 2]), (*OTHER, 1, 0, [])]
+    assert batch.tis == [(*TI, 1, 0, [0, 2]), (*OTHER, 1, 0, ())]
     assert [v[2] for v in batch.versions] == [0, 2]  # the current rows are indexed when they leave
 
 
