@@ -120,13 +120,25 @@ class ViewReader:
         except sqlite3.Error as exc:
             raise XComViewError(f"cannot open the view at {self.path} read-only: {exc}") from exc
 
+    def _not_ready(self, exc: sqlite3.OperationalError) -> ViewNotReadyError | None:
+        """The waiting kind of error, when ``exc`` says the view is not readable *yet*."""
+        if "no such table" in str(exc):
+            return ViewNotReadyError(f"{self.path} has no view schema yet: is the materializer running?")
+        if "readonly database" in str(exc):
+            # A read-only connection cannot replay the write-ahead log of a writer that died
+            # without closing the file (kill -9, a crash): the next writer does it on opening.
+            return ViewNotReadyError(
+                f"{self.path} was left by a materializer that stopped without closing it: it is "
+                "readable again once a materializer opens it (is one running?)")
+        return None
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise ViewNotReadyError(
-                    f"{self.path} has no view schema yet: is the materializer running?") from exc
+            waiting = self._not_ready(exc)
+            if waiting is not None:
+                raise waiting from exc
             raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
@@ -140,6 +152,9 @@ class ViewReader:
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return {}  # a materializer just created the file: nothing applied yet
+            waiting = self._not_ready(exc)
+            if waiting is not None:
+                raise waiting from exc
             raise XComViewError(f"reading the view at {self.path} failed: {exc}") from exc
 
     def _check_topic(self) -> None:

@@ -73,6 +73,8 @@ def snapshot(path: str) -> Snapshot | None:
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return None  # the materializer is creating the file
+        if "readonly database" in str(exc):
+            return None  # a killed writer's log awaits replay by the next one (a read-only reader can't)
         raise
     finally:
         db.close()

@@ -35,3 +35,18 @@ async def test_a_view_being_created_reads_as_nothing_applied_yet(tmp_path: Path)
     bus._reader = None
     with pytest.raises(XComViewError, match="other"):
         ViewPoller(bus._view).offsets()
+
+
+def test_a_view_left_by_a_killed_writer_is_not_ready_rather_than_broken(tmp_path: Path) -> None:
+    """A read-only reader cannot replay a killed writer's log (SQLite says 'attempt to write a
+    readonly database', seen in the kill -9 fault scenario): that is a view to wait for, which
+    read-your-writes pulls do, not a broken one."""
+    with ViewStore.open(tmp_path / "v.db", topic="t"):
+        pass
+    reader = ViewReader(tmp_path / "v.db")
+    try:
+        waiting = reader._not_ready(sqlite3.OperationalError("attempt to write a readonly database"))
+        assert isinstance(waiting, ViewNotReadyError) and "is one running?" in str(waiting)
+        assert reader._not_ready(sqlite3.OperationalError("disk I/O error")) is None
+    finally:
+        reader.close()
