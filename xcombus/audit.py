@@ -287,7 +287,6 @@ async def _history_from_index(settings: Settings, ti: TaskInstanceKey, key: str,
                               backend: type[BaseXCom]) -> list[AuditEvent]:
     """The indexed versions (records fetched by position), then the events past the view."""
     out: list[AuditEvent] = []
-    kinds = {"push": "push", "clear": "clear", "override": "override"}
     async with EventFetcher(settings, fetch_bytes=ONE_BATCH) as fetcher:
         for entry in state.versions:
             raw = await fetcher.fetch(entry.partition, entry.offset)
@@ -300,7 +299,7 @@ async def _history_from_index(settings: Settings, ti: TaskInstanceKey, key: str,
             if not isinstance(event, Clear) and event.key != key:
                 continue
             described = _described(raw, ti, event, backend)
-            kind = "fenced" if entry.fenced else kinds[entry.kind]
+            kind = "fenced" if entry.fenced else entry.kind
             out.append(msgspec.structs.replace(described, kind=kind, try_number=entry.try_number))
         partition = state.partition
         if partition is None:

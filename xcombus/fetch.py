@@ -96,19 +96,20 @@ class EventFetcher:
 
     async def end_offset(self, partition: int) -> int:
         """The offset the partition's next event will take (its end now)."""
-        s = self._settings
-        tp = TopicPartition(s.topic, partition)
         async with self._lock:
-            consumer = await self._client()
-            try:
-                async with asyncio.timeout(s.connect_timeout):
-                    return int((await consumer.end_offsets([tp]))[tp])
-            except TimeoutError:
-                raise XComTimeoutError(f"Kafka did not give the end of {s.topic!r} partition {partition} "
-                                       f"within {s.connect_timeout:g}s (connect_timeout)") from None
-            except KafkaError as exc:
-                raise XComBrokerError(f"reading the end of {s.topic!r} partition {partition} failed: "
-                                      f"{exc!r}") from exc
+            return await self._end(await self._client(), TopicPartition(self._settings.topic, partition))
+
+    async def _end(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+        s = self._settings
+        try:
+            async with asyncio.timeout(s.connect_timeout):
+                return int((await consumer.end_offsets([tp]))[tp])
+        except TimeoutError:
+            raise XComTimeoutError(f"Kafka did not give the end of {s.topic!r} partition {tp.partition} "
+                                   f"within {s.connect_timeout:g}s (connect_timeout)") from None
+        except KafkaError as exc:
+            raise XComBrokerError(f"reading the end of {s.topic!r} partition {tp.partition} failed: "
+                                  f"{exc!r}") from exc
 
     async def _fetch(self, partition: int, offset: int) -> RawRecord:
         s = self._settings
@@ -123,7 +124,7 @@ class EventFetcher:
         consumer.seek(tp, offset)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.pull_timeout
-        checked_end = False
+        checked_end = past_end = False
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -146,11 +147,9 @@ class EventFetcher:
                     raise await self._missing(consumer, tp, offset, timed_out=False)
                 if not checked_end:  # nothing yet: an offset past the end would wait the whole bound
                     checked_end = True
-                    end: int | None = None
-                    with contextlib.suppress(TimeoutError):  # then the pull_timeout bound decides
-                        async with asyncio.timeout(s.connect_timeout):
-                            end = (await consumer.end_offsets([tp]))[tp]
-                    if end is not None and offset >= end:
+                    with contextlib.suppress(XComTimeoutError):  # then the pull_timeout bound decides
+                        past_end = offset >= await self._end(consumer, tp)
+                    if past_end:
                         raise await self._missing(consumer, tp, offset, timed_out=False)
         except BaseException as exc:
             # A position that could not be read (a bad partition among them) must not stay

@@ -12,6 +12,15 @@ from xcombus import Receipt, Settings, XComBus
 
 RUN = "manual__2026-11-24T00:00:00+00:00"
 RUN2 = "scheduled__2026-11-23T00:00:00+00:00"
+#: schemathesis parameters pinning the fuzz runs to one XCom of populate(), so every
+#: operation also answers with real entries.
+PINNED_FUZZ = f"""
+[parameters]
+"path.dag_id" = "etl"
+"path.dag_run_id" = "{RUN}"
+"path.task_id" = "extract"
+"path.xcom_key" = "meta"
+"""
 LOGICAL = datetime(2026, 11, 24, tzinfo=UTC)
 LOGICAL2 = datetime(2026, 11, 23, tzinfo=UTC)
 META = {"when": datetime(2026, 11, 24, 6, 30, tzinfo=UTC), "tags": {"a"}}

@@ -22,6 +22,7 @@ from tests.integration.http_data import (
     LOGICAL,
     META,
     ODD_KEY,
+    PINNED_FUZZ,
     RUN,
     RUN2,
     TOKEN,
@@ -508,16 +509,6 @@ def live_url(data_settings: Settings) -> Iterator[str]:
         yield url
 
 
-# The data the pinned run points at: one XCom, so every operation answers with real entries.
-_PINNED = f"""
-[parameters]
-"path.dag_id" = "etl"
-"path.dag_run_id" = "{RUN}"
-"path.task_id" = "extract"
-"path.xcom_key" = "meta"
-"""
-
-
 @pytest.mark.parametrize("pinned", [False, True], ids=["generated-ids", "existing-ids"])
 def test_openapi_fuzzing_finds_no_5xx_and_only_documented_responses(live_url: str, tmp_path: Path,
                                                                     pinned: bool) -> None:
@@ -526,7 +517,7 @@ def test_openapi_fuzzing_finds_no_5xx_and_only_documented_responses(live_url: st
     rejected, good input accepted, auth enforced. Bounded: 50 examples per operation, a fixed
     seed, a timeout per request and for the whole run."""
     config = tmp_path / "schemathesis.toml"
-    config.write_text(_PINNED if pinned else "")
+    config.write_text(PINNED_FUZZ if pinned else "")
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
         "run", f"{live_url}/openapi.json", "--checks", "all", "--max-examples", "50",

@@ -39,7 +39,17 @@ from airflow_client.client.models.x_com_create_body import XComCreateBody
 from airflow_client.client.models.x_com_update_body import XComUpdateBody
 
 from tests.helpers import live_server, make_settings, start_materializer, stop_process
-from tests.integration.http_data import LOGICAL, LOGICAL2, META, ODD_KEY, RUN, RUN2, TOKEN, populate
+from tests.integration.http_data import (
+    LOGICAL,
+    LOGICAL2,
+    META,
+    ODD_KEY,
+    PINNED_FUZZ,
+    RUN,
+    RUN2,
+    TOKEN,
+    populate,
+)
 from xcombus import Settings, XComBus
 from xcombus.audit import history
 
@@ -424,21 +434,12 @@ def fuzz_url(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         stop_process(materializer)
 
 
-_PINNED = f"""
-[parameters]
-"path.dag_id" = "etl"
-"path.dag_run_id" = "{RUN}"
-"path.task_id" = "extract"
-"path.xcom_key" = "meta"
-"""
-
-
 @pytest.mark.parametrize("pinned", [False, True], ids=["generated-ids", "existing-ids"])
 def test_openapi_fuzzing_of_v2_finds_no_5xx(fuzz_url: str, tmp_path: Path, pinned: bool) -> None:
     """schemathesis over /api/v2 and /auth/token as over /api/v1 (test_http.py), with a
     write token, so creates, updates and deletes run too: no 5xx, only documented answers."""
     config = tmp_path / "schemathesis.toml"
-    config.write_text(_PINNED if pinned else "")
+    config.write_text(PINNED_FUZZ if pinned else "")
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
         "run", f"{fuzz_url}/openapi.json", "--checks", "all", "--max-examples", "30",

@@ -19,17 +19,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from ..errors import (
-    XComBrokerError,
-    XComBusError,
-    XComIdentifierError,
-    XComNotFoundError,
-    XComQueryError,
-    XComSerializationError,
-    XComTimeoutError,
-    XComViewError,
-)
+from ..errors import XComBusError
 from .models_v2 import HTTPExceptionResponse, HTTPValidationError, ValidationError
+from .problems import status_of
 
 __all__ = ["V2_PREFIXES", "RequestInvalid", "by_path", "detail", "v2_responses"]
 
@@ -37,16 +29,6 @@ log = logging.getLogger("xcombus.web")
 
 #: Paths whose errors take Airflow 3's shapes.
 V2_PREFIXES: Final = ("/api/v2", "/auth/")
-
-_STATUS_OF: Final[list[tuple[type[XComBusError], int]]] = [
-    (XComIdentifierError, 400),
-    (XComQueryError, 400),
-    (XComNotFoundError, 404),
-    (XComSerializationError, 422),
-    (XComViewError, 503),
-    (XComBrokerError, 503),
-    (XComTimeoutError, 504),
-]
 
 _DESCRIPTIONS: Final = {
     400: "Bad Request",
@@ -166,11 +148,10 @@ def _invalid(_: Request[Any, Any, Any], exc: RequestInvalid) -> Response[Any]:
 
 
 def _xcom(_: Request[Any, Any, Any], exc: XComBusError) -> Response[Any]:
-    for cls, status in _STATUS_OF:
-        if isinstance(exc, cls):
-            return detail(status, str(exc))
-    log.error("unexpected xcombus error: %s", exc)
-    return detail(500, f"Internal Server Error: {exc}")
+    status = status_of(exc)
+    if status is None:
+        return detail(500, f"Internal Server Error: {exc}")
+    return detail(status, str(exc))
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -28,7 +28,7 @@ from ..errors import (
 )
 from .models import Problem
 
-__all__ = ["PROBLEM_JSON", "exception_handlers", "problem", "problem_responses"]
+__all__ = ["PROBLEM_JSON", "exception_handlers", "problem", "problem_responses", "status_of"]
 
 log = logging.getLogger("xcombus.web")
 
@@ -100,12 +100,20 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(status, detail, headers=exc.headers)
 
 
-def _xcom_error(_: Request[Any, Any, Any], exc: XComBusError) -> Response[Problem]:
+def status_of(exc: XComBusError) -> int | None:
+    """The HTTP status an xcombus error is answered with (v1 and v2 alike); None: a bug."""
     for cls, status in _STATUS_OF:
         if isinstance(exc, cls):
-            return problem(status, str(exc))
+            return status
     log.error("unexpected xcombus error: %s", exc)
-    return problem(500, f"internal server error: {exc}")
+    return None
+
+
+def _xcom_error(_: Request[Any, Any, Any], exc: XComBusError) -> Response[Problem]:
+    status = status_of(exc)
+    if status is None:
+        return problem(500, f"internal server error: {exc}")
+    return problem(status, str(exc))
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
